@@ -1,0 +1,43 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN    ?= runs/demo
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test lint data install clean bench-fmnist-cpu
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package when it is missing and we may install packages.
+data:
+	@if [ -n "$$BYON_DATA" ] || [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else \
+	  echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist', or put the idx files in a folder and set BYON_DATA=that/folder"; exit 1; \
+	fi
+
+# The main job: pretrain on Fashion-MNIST with the default small encoder, then kNN + linear probe.
+demo: $(STAMP) data
+	$(PY) -m byon.cli pretrain --method mae --dataset fashion-mnist --model vit-micro --epochs 2 --out $(RUN)
+	$(PY) -m byon.cli eval knn --run $(RUN)
+	$(PY) -m byon.cli eval linear --run $(RUN)
+	@echo "run directory: $(RUN)"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,145 @@
+"""`byon bench quality`: pretrain + frozen evaluations per protocol, one JSON per run (benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byon.errors import ByonError, unknown
+
+
+@dataclass(frozen=True)
+class Protocol:
+    dataset: str
+    model: str
+    epochs: int
+    batch_size: int
+    seeds: tuple[int, ...] = (0, 1, 2)
+    lowshot: tuple[int, ...] = (10, 100)
+    lowshot_draws: int = 3
+    linear_epochs: int = 30
+
+
+PROTOCOLS = {
+    "fmnist-cpu": Protocol("fashion-mnist", "vit-micro", epochs=8, batch_size=256),
+    "fmnist-gpu": Protocol("fashion-mnist", "vit-tiny", epochs=100, batch_size=512),
+}
+
+REFERENCES = ("random-init", "pixels")
+
+
+def _env() -> dict[str, Any]:
+    from byon.engine.run import git_commit, hardware
+
+    return {"commit": git_commit(), "hardware": hardware(), "torch": str(torch.__version__),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None) -> dict[str, Any]:
+    from byon.eval.frozen import evaluate, evaluate_lowshot
+
+    t0 = time.perf_counter()
+    knn = evaluate("knn", run, p.dataset, root=root, seed=seed)
+    t_knn = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lin = evaluate("linear", run, p.dataset, root=root, seed=seed, epochs=p.linear_epochs)
+    t_lin = time.perf_counter() - t0
+    metrics: dict[str, Any] = {}
+    for ft in ("cls", "mean"):
+        metrics[f"knn_{ft}"] = knn[f"top1_{ft}"]
+        metrics[f"linear_{ft}"] = lin[f"top1_{ft}"]
+    metrics["knn"], metrics["linear"], metrics["default_feature"] = knn["top1"], lin["top1"], knn["default_feature"]
+    low = evaluate_lowshot(run, p.dataset, shots=p.lowshot, draws=p.lowshot_draws, root=root, seed=seed)
+    for n in p.lowshot:
+        for ft in ("cls", "mean"):
+            metrics[f"lowshot{n}_{ft}"] = low[f"{n}"][ft]["mean"]
+            metrics[f"lowshot{n}_{ft}_std"] = low[f"{n}"][ft]["std"]
+        metrics[f"lowshot{n}"] = low[f"{n}"][knn["default_feature"]]["mean"]
+    metrics["knn_seconds"], metrics["linear_seconds"] = round(t_knn, 2), round(t_lin, 2)
+    return metrics
+
+
+def run_method(method: str, seed: int, protocol: str, runs: Path, results: Path, root: str | None = None,
+               extra: list[str] | None = None, epochs: int | None = None, tag: str | None = None) -> Path:
+    """Pretrain (unless the run finished already) + evaluate; write results/<protocol>/<name>-seed<s>.json."""
+    from byon.config import load_config, parse_set
+    from byon.engine.run import train
+
+    p = PROTOCOLS[protocol]
+    name = tag or method
+    out_json = results / protocol / f"{name}-seed{seed}.json"
+    if out_json.is_file():
+        return out_json
+    run = runs / protocol / f"{name}-seed{seed}"
+    overrides = {"method": method, "data": {"dataset": p.dataset, "root": root},
+                 "model": {"preset": p.model},
+                 "train": {"epochs": p.epochs if epochs is None else epochs, "batch_size": p.batch_size,
+                           "seed": seed, "progress": False}}
+    for section, values in parse_set(extra or []).items():
+        overrides.setdefault(section, {}).update(values)
+    cfg = load_config(None, overrides)
+    if not (run / "summary.json").is_file():
+        train(cfg, run, resume="auto" if (run / "checkpoints" / "last.ckpt").is_file() else None)
+    summary = json.loads((run / "summary.json").read_text())
+    record = {"name": name, "method": method, "protocol": protocol, "seed": seed, "config": cfg.to_dict(),
+              "run_dir": str(run), "wall_time_s": summary["wall_time_s"], "images_per_s": summary["images_per_s"],
+              "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
+              "metrics": _frozen_metrics(run, p, seed, root)} | _env()
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(record, indent=2) + "\n")
+    return out_json
+
+
+def run_pixels(protocol: str, results: Path, root: str | None = None) -> Path:
+    """Reference rows without a model: raw / centred pixels kNN and linear, PCA-100 kNN."""
+    from byon.data import load_dataset
+    from byon.eval.baselines import pca_features, pixel_features, pixel_mean
+    from byon.eval.knn import knn_classify
+    from byon.eval.linear import linear_probe
+
+    p = PROTOCOLS[protocol]
+    out_json = results / protocol / "pixels.json"
+    if out_json.is_file():
+        return out_json
+    tr, te = load_dataset(p.dataset, "train", root=root), load_dataset(p.dataset, "test", root=root)
+    mu = pixel_mean(tr.images)
+    ftr, fte = pixel_features(tr.images, mu), pixel_features(te.images, mu)
+    m: dict[str, Any] = {}
+    m["knn_raw"] = knn_classify(ftr["raw"], tr.labels, fte["raw"], te.labels)["top1"]
+    m["knn_centered"] = knn_classify(ftr["centered"], tr.labels, fte["centered"], te.labels)["top1"]
+    ptr, pte = pca_features(ftr["raw"], fte["raw"], 100)
+    m["knn_pca100"] = knn_classify(ptr, tr.labels, pte, te.labels)["top1"]
+    m["linear_raw"] = linear_probe(ftr["raw"], tr.labels, fte["raw"], te.labels, epochs=p.linear_epochs)["top1"]
+    record = {"name": "pixels", "method": "pixels", "protocol": protocol, "metrics": m} | _env()
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(record, indent=2) + "\n")
+    return out_json
+
+
+def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, runs: Path, results: Path,
+                  root: str | None = None, extra: list[str] | None = None) -> list[Path]:
+    from byon.methods import METHODS
+
+    if protocol not in PROTOCOLS:
+        raise unknown("protocol", protocol, PROTOCOLS)
+    seeds = list(PROTOCOLS[protocol].seeds) if seeds is None else seeds
+    done = []
+    for m in methods:
+        if m == "pixels":
+            done.append(run_pixels(protocol, results, root))
+        elif m == "random-init":  # the shared encoder, untrained (MAE's init), same evaluation
+            done += [run_method("mae", s, protocol, runs, results, root, epochs=0, tag="random-init") for s in seeds]
+        elif m in METHODS:
+            done += [run_method(m, s, protocol, runs, results, root, extra) for s in seeds]
+        else:
+            raise unknown("method", m, list(METHODS) + list(REFERENCES))
+    return done
+
+
+__all__ = ["PROTOCOLS", "bench_quality", "ByonError"]

@@ -1,0 +1,282 @@
+"""Typed run configuration: dataclasses, YAML files and `key=value` overrides.
+
+Resolution order (later wins): dataclass defaults → the method's recipe → `--config` YAML →
+CLI flags → `--set section.key=value`. Unknown sections/keys and ill-typed values are `ByonError`s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from byon.errors import ByonError, suggest
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    root: str | None = None
+    subset: int | None = None  # stratified, seeded subset of the training split
+    image_size: int | None = None  # imagefolder: resize (shorter side + centre crop) to this size
+    crop_scale: tuple[float, float] = (0.6, 1.0)  # random-resized-crop area range
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    on_bad_file: str = "fail"  # imagefolder: fail | skip
+
+
+@dataclass
+class ModelConfig:
+    """Encoder shape. `preset` fills the fields left as None."""
+
+    preset: str = "vit-micro"
+    img_size: int | None = None  # None: the dataset's image size
+    in_chans: int | None = None  # None: the dataset's channel count
+    patch_size: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with no decay on biases/norms/tokens; lr = blr · global_batch / lr_scale_batch."""
+
+    blr: float = 1.5e-4
+    lr: float | None = None  # absolute lr; overrides blr scaling when set
+    lr_scale_batch: int = 256
+    min_lr: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05
+    weight_decay_end: float | None = None  # cosine weight-decay schedule end (I-JEPA)
+    warmup_epochs: float = 1.0
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 256  # per device
+    seed: int = 0
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ...
+    precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true on CPU
+    ckpt_every_epochs: int = 1
+    keep_last: int = 3
+    log_every_n_steps: int = 10
+    progress: bool = True
+    num_threads: int | None = None  # torch intra-op threads on CPU
+
+
+@dataclass
+class RunConfig:
+    method: str = "byon"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method_cfg: Any = None  # the method's own Config dataclass; YAML section named after the method
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "method": self.method,
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "optim": dataclasses.asdict(self.optim),
+            "train": dataclasses.asdict(self.train),
+        }
+        if self.method_cfg is not None:
+            d[self.method] = dataclasses.asdict(self.method_cfg)
+        return _plain(d)
+
+
+SECTIONS = ("data", "model", "optim", "train")
+
+
+def _plain(x: Any) -> Any:
+    """Tuples → lists, recursively, so the dict dumps as plain YAML."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML or CLI value to the annotated type `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ByonError as e:
+                errors.append(str(e))
+        raise ByonError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ByonError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if origin is list:
+        (a,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.strip("[] ").split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ByonError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, a, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ByonError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ByonError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ByonError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ByonError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ByonError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ByonError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and ill-typed values."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ByonError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        if k not in names:
+            raise ByonError(f"unknown config key '{where}.{k}'{suggest(k, names)}; valid keys of {where}: "
+                            f"{', '.join(names)}")
+        kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check()
+    return obj
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """['optim.blr=1e-4', 'byon.ian=false'] → nested dict (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ByonError(f"--set expects section.key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ByonError(f"--set expects section.key=value (e.g. optim.blr=1e-4), got '{item}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(parts[0], {})[parts[1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ByonError(f"config file '{p}' not found; give the path to a YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ByonError(f"config file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ByonError(f"config file '{p}' must hold a mapping (method:, data:, model:, ...)")
+    inherit = data.pop("inherit", None)
+    if inherit:
+        data = _merge(load_yaml(p.parent / inherit), data)
+    return data
+
+
+def build_config(overrides: dict[str, Any]) -> RunConfig:
+    """Resolve a full RunConfig from a nested override dict (YAML + CLI already merged)."""
+    from byon.methods import METHODS  # late import: methods import config
+
+    overrides = dict(overrides)
+    method = overrides.pop("method", RunConfig.method)
+    if method not in METHODS:
+        from byon.errors import unknown
+
+        raise unknown("method", str(method), METHODS)
+    cls = METHODS[method]
+    merged = _merge(getattr(cls, "recipe", {}) or {}, overrides)
+    valid = set(SECTIONS) | {method}
+    for k in merged:
+        if k not in valid:
+            raise ByonError(f"unknown config section '{k}'{suggest(k, valid)}; valid sections: "
+                            f"method, {', '.join(SECTIONS)}, {method}")
+    cfg = RunConfig(
+        method=method,
+        data=from_dict(DataConfig, merged.get("data"), "data"),
+        model=from_dict(ModelConfig, merged.get("model"), "model"),
+        optim=from_dict(OptimConfig, merged.get("optim"), "optim"),
+        train=from_dict(TrainConfig, merged.get("train"), "train"),
+        method_cfg=from_dict(cls.Config, merged.get(method), method),
+    )
+    return cfg
+
+
+def load_config(path: str | Path | None = None, *dicts: dict[str, Any]) -> RunConfig:
+    """YAML file (optional) then each override dict in order."""
+    merged: dict[str, Any] = load_yaml(path) if path else {}
+    for d in dicts:
+        merged = _merge(merged, d)
+    return build_config(merged)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

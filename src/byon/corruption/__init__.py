@@ -1,0 +1,1 @@
+"""Corruptions: masks, patch targets, diffusion schedules, saliency-adaptive noise."""

@@ -1,0 +1,33 @@
+"""Patchify in MAE's (h, w, p, q, c) order, and the norm-pix target."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def patchify(images: Tensor, p: int) -> Tensor:
+    """(B, C, H, W) → (B, N, p·p·C), patches row-major, values ordered (p, q, c)."""
+    B, C, H, W = images.shape
+    h, w = H // p, W // p
+    x = images.reshape(B, C, h, p, w, p)
+    x = torch.einsum("nchpwq->nhwpqc", x)
+    return x.reshape(B, h * w, p * p * C)
+
+
+def unpatchify(x: Tensor, p: int, channels: int) -> Tensor:
+    """(B, N, p·p·C) → (B, C, H, W); inverse of `patchify` for square grids."""
+    B, N, _ = x.shape
+    h = w = int(round(N**0.5))
+    if h * w != N:
+        raise ValueError(f"unpatchify needs a square token grid, got N={N}")
+    x = x.reshape(B, h, w, p, p, channels)
+    x = torch.einsum("nhwpqc->nchpwq", x)
+    return x.reshape(B, channels, h * p, w * p)
+
+
+def norm_pix(target: Tensor, eps: float = 1e-6) -> Tensor:
+    """Per-patch normalisation (x − mean) / sqrt(var_unbiased + eps). target: (B, N, P)."""
+    mean = target.mean(dim=-1, keepdim=True)
+    var = target.var(dim=-1, keepdim=True, unbiased=True)
+    return (target - mean) / (var + eps) ** 0.5

@@ -1,0 +1,217 @@
+"""Run directories: train a method into one, and load a trained method back out of one."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import byon
+from byon.config import RunConfig, build_config, save_config
+from byon.engine.context import DataInfo
+from byon.errors import ByonError
+from byon.methods import METHODS
+from byon.nn.vit import EncoderShape, resolve_shape
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def run_metadata(cfg: RunConfig, info: DataInfo) -> dict[str, Any]:
+    return {"config": cfg.to_dict(), "data_info": info.__dict__ | {"mean": list(info.mean), "std": list(info.std)},
+            "version": byon.__version__, "commit": git_commit(), "torch": str(torch.__version__)}
+
+
+def build_method(cfg: RunConfig, info: DataInfo) -> tuple[torch.nn.Module, EncoderShape]:
+    shape = resolve_shape(cfg.model, info.img_size, info.in_chans)
+    method = METHODS[cfg.method](cfg.method_cfg, shape, info)
+    if cfg.model.grad_checkpointing:
+        for m in method.modules():
+            if hasattr(m, "set_grad_checkpointing") and m is not method:
+                m.set_grad_checkpointing(True)
+    return method, shape
+
+
+def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, batch: int = 4) -> float:
+    """Training FLOPs (forward + backward) per image, counted by torch.utils.flop_counter on one step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from byon.engine.context import StepContext, step_generator
+
+    raw = torch.randint(0, 256, (batch, info.in_chans, info.img_size, info.img_size), dtype=torch.uint8)
+    images = (raw.float() / 255 - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
+    ctx = StepContext(generator=step_generator(0, 0, 0), step=0, progress=0.0, total_steps=1)
+    method = copy.deepcopy(method).train()  # a copy: BN statistics and grads of the real one stay untouched
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = method({"image": images, "raw": raw, "label": torch.zeros(batch, dtype=torch.long)}, ctx)
+        out["loss"].backward()
+    return counter.get_total_flops() / batch
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt.is_file():
+        return ckpt
+    others = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    if others:
+        return others[-1]
+    raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` wrote")
+
+
+def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig, torch.nn.Module]:
+    """Rebuild a run's method from its checkpoint (weights loaded, eval mode)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ByonError(f"run directory '{run_dir}' does not exist; pass the --out of a `byon pretrain` run")
+    ckpt_path = find_checkpoint(run_dir)
+    try:
+        ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 — any unreadable checkpoint gets the same one-line answer
+        raise ByonError(f"checkpoint '{ckpt_path}' cannot be read ({type(e).__name__}); it is truncated or "
+                        f"not a byon checkpoint — resume from an earlier one in that folder") from None
+    meta = ckpt.get("byon")
+    if meta is None:
+        raise ByonError(f"'{ckpt_path}' is not a byon checkpoint (no 'byon' metadata)")
+    cfg = build_config(meta["config"])
+    d = meta["data_info"]
+    info = DataInfo(name=d["name"], img_size=d["img_size"], in_chans=d["in_chans"], num_classes=d["num_classes"],
+                    mean=tuple(d["mean"]), std=tuple(d["std"]))
+    method, _ = build_method(cfg, info)
+    state = {k.removeprefix("method."): v for k, v in ckpt["state_dict"].items() if k.startswith("method.")}
+    method.load_state_dict(state, strict=True)
+    method.eval()
+    method.data_info = info
+    return cfg, method
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
+    """Pretrain `cfg.method` into run directory `out`; returns it."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from byon.data import BatchLoader, channel_stats, data_info, load_dataset
+    from byon.engine.logging import ResumableCSVLogger
+    from byon.engine.module import PretrainModule
+
+    out = Path(out)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    data = load_dataset(cfg.data.dataset, "train", root=cfg.data.root, subset=cfg.data.subset,
+                        seed=cfg.train.seed, image_size=cfg.data.image_size, on_bad_file=cfg.data.on_bad_file)
+    mean, std = channel_stats(data.images)
+    info = data_info(data, mean, std)
+    method, shape = build_method(cfg, info)
+
+    ckpt_path, resume_step = None, None
+    if resume:
+        ckpt_path = str(find_checkpoint(out)) if resume == "auto" else resume
+        if not Path(ckpt_path).is_file():
+            raise ByonError(f"--resume: checkpoint '{ckpt_path}' not found")
+        resume_step = check_compatible(cfg, ckpt_path)
+
+    accelerator = cfg.train.accelerator
+    precision = cfg.train.precision
+    if precision == "auto":
+        use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+        precision = "bf16-mixed" if use_cuda else "32-true"
+    elif "bf16" in precision and not torch.cuda.is_available():
+        raise ByonError(f"precision '{precision}' needs a CUDA GPU (bf16 on CPU is ~100x slower); use 32-true")
+
+    world = int(cfg.train.devices) * cfg.train.num_nodes if str(cfg.train.devices).isdigit() else 1
+    loader = BatchLoader(data, cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
+                         rank=int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))) if world > 1 else 0,
+                         world_size=world)
+    module = PretrainModule(cfg, method, info)
+
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch={epoch:04d}", auto_insert_metric_name=False,
+                              save_last=True, every_n_epochs=cfg.train.ckpt_every_epochs,
+                              save_top_k=cfg.train.keep_last, monitor="step", mode="max")
+    loggers = [ResumableCSVLogger(out, name="logs", version="", resume_step=resume_step), TensorBoardLogger(out, name="logs", version="tb")]
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
+        strategy=cfg.train.strategy, precision=precision, max_epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps or -1, logger=loggers, callbacks=[ckpt_cb],
+        log_every_n_steps=cfg.train.log_every_n_steps, enable_progress_bar=cfg.train.progress,
+        gradient_clip_val=cfg.optim.grad_clip, use_distributed_sampler=False, enable_model_summary=False,
+        num_sanity_val_steps=0, deterministic=False, benchmark=False,
+    )
+    # The loader is rank-sharded; its rank must come from the launched process.
+    loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
+    module.loader = loader
+
+    if trainer.is_global_zero:
+        save_config(cfg, out / "config.yaml")
+    flops = flops_per_image(method, info, cfg) if trainer.is_global_zero else None
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    wall = time.perf_counter() - t0
+    if not (out / "checkpoints" / "last.ckpt").is_file():  # e.g. --epochs 0: the random-init reference run
+        trainer.strategy.connect(module) if trainer.model is None else None
+        trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
+
+    if trainer.is_global_zero:
+        if hasattr(method, "on_run_end"):
+            method.on_run_end(out)
+        summary = {
+            "method": cfg.method, "dataset": cfg.data.dataset, "model": cfg.model.preset,
+            "encoder": shape.__dict__, "epochs": cfg.train.epochs, "steps": trainer.global_step,
+            "global_batch": cfg.train.batch_size * trainer.world_size, "wall_time_s": round(wall, 2),
+            "images_per_s": _finite(module.steady_images_per_s()), "flops_per_image": flops,
+            "skipped_steps": module.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
+            "precision": precision, "world_size": trainer.world_size,
+        } | {k: v for k, v in run_metadata(cfg, info).items() if k in ("version", "commit", "torch")}
+        write_json(out / "summary.json", summary)
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return None if x != x else round(x, 2)
+
+
+def check_compatible(cfg: RunConfig, ckpt_path: str) -> int:
+    """Resuming with another method or encoder shape is an error, not a silent partial load.
+    Returns the checkpoint's global step."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    old = ckpt.get("byon", {}).get("config")
+    if old is None:
+        raise ByonError(f"--resume: '{ckpt_path}' is not a byon checkpoint")
+    if old["method"] != cfg.method:
+        raise ByonError(f"--resume: checkpoint was trained with method '{old['method']}', not '{cfg.method}'; "
+                        f"use --method {old['method']} or a new --out")
+    new = cfg.to_dict()["model"]
+    diff = [k for k in new if old["model"].get(k) != new[k]]
+    if diff:
+        raise ByonError(f"--resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with "
+                        f"the same model settings or start a new --out")
+    return int(ckpt.get("global_step", 0))

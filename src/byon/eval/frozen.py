@@ -1,0 +1,117 @@
+"""Frozen-feature evaluation of a run directory: cached features → kNN / linear probe → JSON."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byon.engine.run import find_checkpoint, load_run, write_json
+from byon.errors import ByonError
+
+FEATURE_TYPES = ("cls", "mean")
+
+
+def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int) -> str:
+    ckpt = find_checkpoint(run_dir)
+    st = ckpt.stat()
+    return f"{ckpt.name}:{st.st_size}:{st.st_mtime_ns}:{dataset}:{split}:{subset}:{seed}"
+
+
+def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None = None,
+                 subset: int | None = None, seed: int = 0, batch_size: int = 512,
+                 device: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/."""
+    from byon.data import load_dataset
+    from byon.eval.features import cached_features, extract_features
+
+    run_dir = Path(run_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, method = load_run(run_dir)
+    info = method.data_info
+    data = load_dataset(dataset, split, root=root, subset=subset if split == "train" else None, seed=seed)
+    if data.in_chans != info.in_chans or data.img_size != info.img_size:
+        raise ByonError(f"dataset '{dataset}' has {data.in_chans}x{data.img_size}px images but the run's encoder "
+                        f"expects {info.in_chans}x{info.img_size}px; evaluate on data shaped like the training data")
+    method = method.to(device)
+    fn = method.features if hasattr(method, "features") else method.eval_encoder().features
+    digest = hashlib.sha1(_key(run_dir, dataset, split, subset, seed).encode()).hexdigest()[:10]
+    path = run_dir / "features" / f"{dataset}-{split}-{subset or 'all'}-{digest}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    feats = cached_features(path, digest, lambda: extract_features(fn, data.images, info.mean, info.std,
+                                                                   batch_size=batch_size, device=device))
+    return feats, data.labels
+
+
+def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
+             seed: int = 0, **kwargs: Any) -> dict[str, Any]:
+    """kind ∈ {knn, linear}: metrics for every feature type; `top1` is the method's default feature."""
+    from byon.eval.knn import knn_classify
+    from byon.eval.linear import linear_probe
+
+    run_dir = Path(run_dir)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed)
+    if train_y is None or test_y is None:
+        raise ByonError(f"dataset '{dataset}' has no labels; kNN and linear evaluation need a labelled dataset")
+    cfg, method = load_run(run_dir)
+    default = getattr(method, "default_feature", "cls")
+    result: dict[str, Any] = {"eval": kind, "run": str(run_dir), "method": cfg.method, "dataset": dataset,
+                              "subset": subset, "default_feature": default}
+    for ft in FEATURE_TYPES:
+        if kind == "knn":
+            r = knn_classify(train_f[ft], train_y, test_f[ft], test_y, **kwargs)
+        elif kind == "linear":
+            r = linear_probe(train_f[ft], train_y, test_f[ft], test_y, seed=seed, **kwargs)
+        else:
+            raise ByonError(f"unknown evaluation '{kind}'; valid: knn, linear")
+        result[ft] = r
+        result[f"top1_{ft}"] = r["top1"]
+    result["top1"] = result[f"top1_{default}"]
+    (run_dir / "eval").mkdir(exist_ok=True)
+    write_json(run_dir / "eval" / f"{kind}-{dataset}.json", result)
+    return result
+
+
+def lowshot_indices(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor:
+    """`shots` random indices per class (seeded); error when a class has fewer."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) < shots:
+            raise ByonError(f"low-shot: class {int(c)} has {len(idx)} labelled images, fewer than {shots}; "
+                            f"use fewer shots")
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:shots]])
+    return torch.cat(picks)
+
+
+def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] = (10, 100), draws: int = 3,
+                     root: str | None = None, seed: int = 0, epochs: int = 100) -> dict[str, Any]:
+    """Linear probe on n labelled images per class, mean ± std over `draws` seeded draws."""
+    from byon.eval.linear import linear_probe
+
+    run_dir = Path(run_dir)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed)
+    if train_y is None or test_y is None:
+        raise ByonError(f"dataset '{dataset}' has no labels; low-shot evaluation needs a labelled dataset")
+    result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "dataset": dataset, "draws": draws}
+    for n in shots:
+        result[str(n)] = {}
+        for ft in FEATURE_TYPES:
+            accs = []
+            for d in range(draws):
+                idx = lowshot_indices(train_y, n, seed * 1000 + d)
+                # few samples: more epochs over the small set, batch no larger than the set
+                r = linear_probe(train_f[ft][idx], train_y[idx], test_f[ft], test_y, epochs=epochs,
+                                 batch_size=min(256, len(idx)), seed=d)
+                accs.append(r["top1"])
+            t = torch.tensor(accs)
+            result[str(n)][ft] = {"mean": float(t.mean()), "std": float(t.std()) if draws > 1 else 0.0,
+                                  "draws": accs}
+    (run_dir / "eval").mkdir(exist_ok=True)
+    write_json(run_dir / "eval" / f"lowshot-{dataset}.json", result)
+    return result
