@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data install clean bench-fmnist-cpu
+.PHONY: demo test lint data install clean bench-fmnist-cpu bench-table1
 
 install: $(STAMP)
 
@@ -28,7 +28,8 @@ data:
 
 # The main job: pretrain on Fashion-MNIST with the default small encoder, then kNN + linear probe.
 demo: $(STAMP) data
-	$(PY) -m byon.cli pretrain --method mae --dataset fashion-mnist --model vit-micro --epochs 2 --out $(RUN)
+	$(PY) -m byon.cli pretrain --method byon --dataset fashion-mnist --model vit-micro --subset 10000 --epochs 2 \
+	  --out $(RUN) --resume auto
 	$(PY) -m byon.cli eval knn --run $(RUN)
 	$(PY) -m byon.cli eval linear --run $(RUN)
 	@echo "run directory: $(RUN)"
@@ -38,6 +39,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
+
+# The fmnist-cpu protocol of benchmarks.md (hours on 2 cores; finished runs are skipped).
+bench-fmnist-cpu: $(STAMP) data
+	$(VENV)/bin/byon bench quality --protocol fmnist-cpu --methods byon,mae,random-init,pixels --seeds $(or $(SEEDS),0,1,2)
+
+# BYON's Table 1 ablation under the same protocol, tabulated.
+bench-table1: $(STAMP) data
+	$(VENV)/bin/byon bench sweep --protocol fmnist-cpu --configs configs/byon/ablation/*.yaml --seeds 0 \
+	  --table benchmarks/table1-fmnist-cpu.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -89,6 +89,20 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from byon.bench.quality import bench_sweep
+
+    seeds = [int(s) for s in a.seeds.split(",")]
+    table = bench_sweep(a.protocol, [Path(c) for c in a.configs], seeds, Path(a.runs), Path(a.results),
+                        a.data_root, a.set)
+    print(table)
+    if a.table:
+        Path(a.table).write_text(table + "\n")
+    return 0
+
+
 def cmd_methods(a: argparse.Namespace) -> int:
     from byon.methods import METHODS
 
@@ -149,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root")
     q.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
     q.set_defaults(fn=cmd_bench)
+    w = bsub.add_parser("sweep", help="run a set of config files (an ablation) and tabulate them")
+    w.add_argument("--configs", nargs="+", required=True, help="e.g. configs/byon/ablation/*.yaml")
+    w.add_argument("--protocol", default="fmnist-cpu")
+    w.add_argument("--seeds", default="0")
+    w.add_argument("--runs", default="runs/bench")
+    w.add_argument("--results", default="benchmarks/results")
+    w.add_argument("--data-root")
+    w.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
+    w.add_argument("--table", help="also write the Markdown table to this file")
+    w.set_defaults(fn=cmd_sweep)
     return p
 
 

@@ -29,6 +29,9 @@ class Protocol:
 PROTOCOLS = {
     "fmnist-cpu": Protocol("fashion-mnist", "vit-micro", epochs=8, batch_size=256),
     "fmnist-gpu": Protocol("fashion-mnist", "vit-tiny", epochs=100, batch_size=512),
+    # seconds-long: exercises the harness end to end (tests, smoke checks)
+    "smoke": Protocol("synthetic", "vit-test", epochs=1, batch_size=64, seeds=(0,), lowshot=(5,), lowshot_draws=2,
+                      linear_epochs=3),
 }
 
 REFERENCES = ("random-init", "pixels")
@@ -65,9 +68,12 @@ def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None) -> dict
     return metrics
 
 
-def run_method(method: str, seed: int, protocol: str, runs: Path, results: Path, root: str | None = None,
-               extra: list[str] | None = None, epochs: int | None = None, tag: str | None = None) -> Path:
-    """Pretrain (unless the run finished already) + evaluate; write results/<protocol>/<name>-seed<s>.json."""
+def run_method(method: str | None, seed: int, protocol: str, runs: Path, results: Path, root: str | None = None,
+               extra: list[str] | None = None, epochs: int | None = None, tag: str | None = None,
+               config: Path | None = None) -> Path:
+    """Pretrain (unless the run finished already) + evaluate; write results/<protocol>/<name>-seed<s>.json.
+
+    `config`: a YAML file (e.g. an ablation row) applied under the protocol's settings."""
     from byon.config import load_config, parse_set
     from byon.engine.run import train
 
@@ -77,13 +83,16 @@ def run_method(method: str, seed: int, protocol: str, runs: Path, results: Path,
     if out_json.is_file():
         return out_json
     run = runs / protocol / f"{name}-seed{seed}"
-    overrides = {"method": method, "data": {"dataset": p.dataset, "root": root},
+    overrides = {"data": {"dataset": p.dataset, "root": root},
                  "model": {"preset": p.model},
                  "train": {"epochs": p.epochs if epochs is None else epochs, "batch_size": p.batch_size,
                            "seed": seed, "progress": False}}
+    if method is not None:
+        overrides["method"] = method
     for section, values in parse_set(extra or []).items():
         overrides.setdefault(section, {}).update(values)
-    cfg = load_config(None, overrides)
+    cfg = load_config(config, overrides)
+    method = cfg.method
     if not (run / "summary.json").is_file():
         train(cfg, run, resume="auto" if (run / "checkpoints" / "last.ckpt").is_file() else None)
     summary = json.loads((run / "summary.json").read_text())
@@ -142,4 +151,37 @@ def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, ru
     return done
 
 
-__all__ = ["PROTOCOLS", "bench_quality", "ByonError"]
+def bench_sweep(protocol: str, configs: list[Path], seeds: list[int], runs: Path, results: Path,
+                root: str | None = None, extra: list[str] | None = None) -> str:
+    """Run every config file (one table row each, named by its stem) and return a Markdown table."""
+    if protocol not in PROTOCOLS:
+        raise unknown("protocol", protocol, PROTOCOLS)
+    rows = []
+    for c in configs:
+        if not Path(c).is_file():
+            raise ByonError(f"sweep: config '{c}' not found")
+        tag = f"{Path(c).parent.name}-{Path(c).stem}"
+        recs = [json.loads(run_method(None, s, protocol, runs, results, root, extra, tag=tag, config=Path(c))
+                           .read_text()) for s in seeds]
+        rows.append((tag, recs))
+    return sweep_table(rows)
+
+
+def _mean_std(xs: list[float]) -> str:
+    t = torch.tensor(xs, dtype=torch.float64)
+    return f"{t.mean():.2f}" if len(xs) == 1 else f"{t.mean():.2f} ± {t.std():.2f}"
+
+
+def sweep_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    first = rows[0][1][0]["metrics"] if rows and rows[0][1] else {}
+    keys = ["knn", "linear"] + sorted((k for k in first if k.startswith("lowshot") and k[7:].isdigit()),
+                                      key=lambda k: int(k[7:]))
+    lines = ["| config | seeds | " + " | ".join(keys) + " | images/s |", "|---" * (len(keys) + 3) + "|"]
+    for tag, recs in rows:
+        vals = [_mean_std([r["metrics"][k] for r in recs]) for k in keys]
+        ips = _mean_std([r["images_per_s"] or 0.0 for r in recs])
+        lines.append(f"| {tag} | {len(recs)} | " + " | ".join(vals) + f" | {ips} |")
+    return "\n".join(lines)
+
+
+__all__ = ["PROTOCOLS", "bench_quality", "bench_sweep", "sweep_table"]

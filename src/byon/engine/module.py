@@ -60,7 +60,8 @@ class PretrainModule(L.LightningModule):
         o = self.cfg.optim
         groups = param_groups(self.method, o.weight_decay)
         fused = torch.cuda.is_available() and self.cfg.train.accelerator != "cpu"
-        return torch.optim.AdamW(groups, lr=self.base_lr(), betas=tuple(o.betas), fused=fused or None)
+        return torch.optim.AdamW(groups, lr=self.base_lr(), betas=tuple(o.betas), fused=fused or None,
+                                 foreach=None if fused else True)
 
     def _apply_schedules(self, step: int) -> float:
         o = self.cfg.optim

@@ -133,10 +133,14 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
     method, shape = build_method(cfg, info)
 
     ckpt_path, resume_step = None, None
-    if resume:
-        ckpt_path = str(find_checkpoint(out)) if resume == "auto" else resume
+    if resume == "auto":  # the newest checkpoint of the run directory, or a fresh start when it has none
+        has = (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("*.ckpt"))
+        ckpt_path = str(find_checkpoint(out)) if has else None
+    elif resume:
+        ckpt_path = resume
         if not Path(ckpt_path).is_file():
-            raise ByonError(f"--resume: checkpoint '{ckpt_path}' not found")
+            raise ByonError(f"--resume: checkpoint '{ckpt_path}' not found; give a .ckpt file or 'auto'")
+    if ckpt_path:
         resume_step = check_compatible(cfg, ckpt_path)
 
     accelerator = cfg.train.accelerator
@@ -157,7 +161,8 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch={epoch:04d}", auto_insert_metric_name=False,
                               save_last=True, every_n_epochs=cfg.train.ckpt_every_epochs,
                               save_top_k=cfg.train.keep_last, monitor="step", mode="max")
-    loggers = [ResumableCSVLogger(out, name="logs", version="", resume_step=resume_step), TensorBoardLogger(out, name="logs", version="tb")]
+    loggers = [ResumableCSVLogger(out, name="logs", version="", resume_step=resume_step),
+               TensorBoardLogger(out, name="logs", version="tb")]
     trainer = L.Trainer(
         accelerator=accelerator, devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
         strategy=cfg.train.strategy, precision=precision, max_epochs=cfg.train.epochs,

@@ -53,9 +53,12 @@ def knn_classify(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
     train = F.normalize(train_f.float(), dim=1)
     train_y = train_y.long().to(train.device)
     hits = [0] * len(ks)
+    # one reused (chunk, N) buffer: fresh allocations of this size cost as much as the matmul in page faults
+    buf = torch.empty(min(chunk, test_f.shape[0]), train.shape[0], device=train.device)
     for start in range(0, test_f.shape[0], chunk):
         query = F.normalize(test_f[start:start + chunk].float().to(train.device), dim=1)
-        sim, idx = (query @ train.T).topk(k, dim=1)  # (B, k), sorted, largest first
+        sim_all = torch.mm(query, train.T, out=buf[:query.shape[0]])
+        sim, idx = sim_all.topk(k, dim=1)  # (B, k), sorted, largest first
         # subtracting the row max leaves the vote ranking unchanged and keeps exp finite for small T
         weight = ((sim - sim[:, :1]) / temperature).exp()
         votes = torch.zeros(query.shape[0], C, device=train.device)

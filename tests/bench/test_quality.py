@@ -1,0 +1,30 @@
+import json
+
+from byon.bench.quality import bench_quality, bench_sweep
+
+
+def test_quality_writes_one_json_per_run_and_skips_finished_runs(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    paths = bench_quality("smoke", ["mae", "random-init", "pixels"], [0], runs, results)
+    assert [p.name for p in paths] == ["mae-seed0.json", "random-init-seed0.json", "pixels.json"]
+    rec = json.loads(paths[0].read_text())
+    m = rec["metrics"]
+    for k in ("knn_cls", "knn_mean", "linear_cls", "linear_mean", "lowshot5_cls", "lowshot5_mean"):
+        assert 0.0 <= m[k] <= 100.0, k
+    assert rec["flops_per_image"] > 0 and rec["seed"] == 0 and rec["config"]["method"] == "mae"
+    assert json.loads(paths[1].read_text())["steps"] == 0
+    pix = json.loads(paths[2].read_text())["metrics"]
+    assert pix["knn_raw"] > 30.0  # 10 synthetic shape classes: raw pixels are far above chance
+    mtime = paths[0].stat().st_mtime_ns
+    assert bench_quality("smoke", ["mae"], [0], runs, results)[0].stat().st_mtime_ns == mtime
+
+
+def test_sweep_tabulates_one_row_per_config(tmp_path):
+    configs = [tmp_path / "a.yaml", tmp_path / "b.yaml"]
+    configs[0].write_text("method: mae\nmae: {mask_ratio: 0.5}\n")
+    configs[1].write_text("method: mae\nmae: {mask_ratio: 0.75}\n")
+    table = bench_sweep("smoke", configs, [0], tmp_path / "runs", tmp_path / "results")
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[2].startswith(f"| {tmp_path.name}-a |")
+    rec = json.loads((tmp_path / "results" / "smoke" / f"{tmp_path.name}-b-seed0.json").read_text())
+    assert rec["config"]["mae"]["mask_ratio"] == 0.75
