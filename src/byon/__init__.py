@@ -6,15 +6,13 @@ __version__ = "0.1.0"
 
 
 def load_encoder(run_dir: str, ema: bool = False):
-    """The trained encoder of a run directory, ready for `.features(images)` or timm use."""
+    """The trained encoder of a run directory (eval mode, CPU): a `ViTEncoder`, i.e. a timm
+    `VisionTransformer` with `.features(images) -> {"cls": (B, D), "mean": (B, D)}` for normalised
+    (B, C, H, W) images. ema=True gives the EMA/target encoder of methods that keep one (BYON)."""
     from byon.engine.run import load_run
+    from byon.export import select_encoder
 
     _, method = load_run(run_dir)
-    if ema:
-        target = getattr(method, "target_encoder", None)
-        if target is None:
-            from byon.errors import ByonError
-
-            raise ByonError(f"the '{type(method).__name__}' method keeps no EMA encoder; drop ema=True")
-        return target.eval()
-    return method.eval_encoder().eval()
+    encoder = select_encoder(method, ema)
+    encoder.data_info = method.data_info  # the input normalisation (mean, std) and image size
+    return encoder.eval()

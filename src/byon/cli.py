@@ -1,4 +1,4 @@
-"""`byon` command line: pretrain, evaluate, list methods."""
+"""`byon` command line: pretrain, evaluate, export, embed, list methods."""
 
 from __future__ import annotations
 
@@ -103,6 +103,32 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from byon.bench.report import render
+
+    print(render(Path(a.results), Path(a.out)))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from byon.export import export_encoder
+
+    weights, meta = export_encoder(a.run, a.out, ema=a.ema)
+    print(f"wrote {weights} and {meta}")
+    return 0
+
+
+def cmd_embed(a: argparse.Namespace) -> int:
+    from byon.export import embed_folder
+
+    npy, txt, n = embed_folder(a.run, a.images, a.out, feature=a.feature, ema=a.ema, batch_size=a.batch_size,
+                               device=a.device, on_bad_file=a.on_bad_file)
+    print(f"wrote {n} embeddings to {npy} (file list: {txt})")
+    return 0
+
+
 def cmd_methods(a: argparse.Namespace) -> int:
     from byon.methods import METHODS
 
@@ -152,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--linear-epochs", type=int, default=30)
     e.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     e.set_defaults(fn=cmd_eval)
+
+    x = sub.add_parser("export", help="write a run's encoder as timm-layout .safetensors + architecture .json")
+    x.add_argument("--run", required=True)
+    x.add_argument("--out", required=True, help="FILE.safetensors (FILE.json is written beside it)")
+    x.add_argument("--ema", action="store_true", help="the EMA (target) encoder, for methods that keep one")
+    x.set_defaults(fn=cmd_export)
+
+    d = sub.add_parser("embed", help="features of every image in a folder under a run's encoder")
+    d.add_argument("--run", required=True)
+    d.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    d.add_argument("--out", required=True, help="FILE.npy, float32 (N, D); FILE.txt lists the images in order")
+    d.add_argument("--feature", choices=["cls", "mean"], help="default: the method's")
+    d.add_argument("--ema", action="store_true")
+    d.add_argument("--batch-size", type=int, default=256)
+    d.add_argument("--device", help="default: cuda when available, else cpu")
+    d.add_argument("--on-bad-file", choices=["fail", "skip"], default="fail")
+    d.set_defaults(fn=cmd_embed)
     b = sub.add_parser("bench", help="benchmark harness (benchmarks.md protocols)")
     bsub = b.add_subparsers(dest="bench", required=True)
     q = bsub.add_parser("quality", help="pretrain + frozen evaluations, one JSON per run")
@@ -173,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
     w.add_argument("--table", help="also write the Markdown table to this file")
     w.set_defaults(fn=cmd_sweep)
+    r = bsub.add_parser("report", help="render benchmarks/RESULTS.md and plots from the result JSONs")
+    r.add_argument("--results", default="benchmarks/results")
+    r.add_argument("--out", default="benchmarks/RESULTS.md")
+    r.set_defaults(fn=cmd_report)
     return p
 
 

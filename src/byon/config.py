@@ -73,10 +73,21 @@ class TrainConfig:
     strategy: str = "auto"  # auto | ddp | ...
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true on CPU
     ckpt_every_epochs: int = 1
+    ckpt_every_steps: int | None = None  # also checkpoint every this many optimizer steps (mid-epoch resume)
     keep_last: int = 3
+    max_bad_steps: int = 5  # stop after this many consecutive steps skipped for a non-finite loss/gradient
     log_every_n_steps: int = 10
     progress: bool = True
     num_threads: int | None = None  # torch intra-op threads on CPU
+
+    def validate(self) -> None:
+        for name in ("keep_last", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ByonError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.ckpt_every_epochs < 0:
+            raise ByonError(f"train.ckpt_every_epochs must be 0 (off) or more, got {self.ckpt_every_epochs}")
+        if self.ckpt_every_steps is not None and self.ckpt_every_steps < 1:
+            raise ByonError(f"train.ckpt_every_steps must be at least 1 (or none), got {self.ckpt_every_steps}")
 
 
 @dataclass

@@ -28,3 +28,19 @@ def test_sweep_tabulates_one_row_per_config(tmp_path):
     assert len(lines) == 4 and lines[2].startswith(f"| {tmp_path.name}-a |")
     rec = json.loads((tmp_path / "results" / "smoke" / f"{tmp_path.name}-b-seed0.json").read_text())
     assert rec["config"]["mae"]["mask_ratio"] == 0.75
+
+
+def test_report_renders_tables_from_the_jsons(tmp_path):
+    from byon.bench.report import render
+
+    results = tmp_path / "results" / "p"
+    results.mkdir(parents=True)
+    for seed, knn in ((0, 80.0), (1, 82.0)):
+        rec = {"name": "mae", "seed": seed, "wall_time_s": 60.0, "images_per_s": 100.0, "flops_per_image": 2e8,
+               "hardware": "cpu", "torch": "x", "commit": "abc",
+               "metrics": {"knn": knn, "linear": 85.0, "lowshot10": 50.0, "lowshot100": 70.0}}
+        (results / f"mae-seed{seed}.json").write_text(json.dumps(rec))
+    out = render(tmp_path / "results", tmp_path / "RESULTS.md")
+    text = out.read_text()
+    assert "| mae | 0,1 | 81.00 ± 1.41 | 85.00 ± 0.00 |" in text
+    assert (tmp_path / "p-accuracy-vs-time.png").stat().st_size > 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -17,9 +18,11 @@ from byon.engine.ema import ema_update
 from byon.engine.optim import cosine_schedule, param_groups, warmup_cosine
 from byon.errors import ByonError
 
+log = logging.getLogger(__name__)
+
 
 class NonFiniteLossError(ByonError):
-    pass
+    """Too many consecutive steps with a non-finite loss or gradient."""
 
 
 class PretrainModule(L.LightningModule):
@@ -32,7 +35,10 @@ class PretrainModule(L.LightningModule):
         self.register_buffer("_std", torch.tensor(info.std).view(1, -1, 1, 1), persistent=False)
         self.skipped_steps = 0
         self.consecutive_skips = 0
-        self.max_consecutive_skips = 5
+        self.max_consecutive_skips = cfg.train.max_bad_steps
+        self._step_bad = False
+        self._step_out: dict[str, Tensor] = {}
+        self._buffers_before: list[Tensor] = []
         self._t_last: float | None = None
         self._images_since = 0
         self.images_per_s: list[float] = []
@@ -76,7 +82,7 @@ class PretrainModule(L.LightningModule):
         return lr
 
     # --- the step --------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         raw, labels = batch
         step = self.global_step
         lr = self._apply_schedules(step)
@@ -84,21 +90,11 @@ class PretrainModule(L.LightningModule):
         ctx = StepContext(generator=g, step=step, epoch=self.current_epoch,
                           progress=step / self.total_steps, total_steps=self.total_steps)
         images = augment(raw, self.cfg.data, self._mean, self._std, g)
+        # A skipped step must leave no trace, buffers included (BN statistics, histograms).
+        self._buffers_before = [b.detach().clone() for b in self.method.buffers()]
         out = self.method({"image": images, "raw": raw, "label": labels}, ctx)
         loss = out["loss"]
-
-        if not torch.isfinite(loss):
-            bad = [k for k, v in out.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
-            self.skipped_steps += 1
-            self.consecutive_skips += 1
-            self.log("train/skipped_steps", float(self.skipped_steps), sync_dist=False)
-            if self.consecutive_skips >= self.max_consecutive_skips:
-                raise NonFiniteLossError(
-                    f"loss is not finite at step {step} ({', '.join(bad) or 'loss'}) for "
-                    f"{self.consecutive_skips} steps in a row; stopped — the last good checkpoint is kept. "
-                    f"Lower the lr (optim.blr) or check the data")
-            return None
-        self.consecutive_skips = 0
+        self._step_out = {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
 
         log_now = step % max(self.cfg.train.log_every_n_steps, 1) == 0
         logs = {f"train/{k}": v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -110,12 +106,68 @@ class PretrainModule(L.LightningModule):
         if log_now:
             self.last_logs = {k: float(v) for k, v in logs.items()}
         self._images_since += raw.shape[0] * self.trainer.world_size
+        # Always hand the loss back, finite or not: under DDP every rank must run backward (its gradient
+        # all-reduce), so the skip decision is taken after it, in `on_before_optimizer_step`.
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The non-finite guard. Runs after backward (and DDP's gradient all-reduce), before clipping and
+        the update. A bad step sets every gradient to None, which makes AdamW's step a no-op (no moment,
+        step-count or weight-decay update); the EMA update and buffer changes are undone as well. The
+        decision is OR-reduced over ranks so all of them skip together."""
+        loss_ok = bool(torch.isfinite(self._step_out["loss"]).all())
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # With fp16 loss scaling the scaler already skips overflowed steps (and they are routine).
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        grad_ok = True
+        if grads and scaler is None:
+            grad_ok = bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())
+        bad = self.trainer.strategy.reduce_boolean_decision(not (loss_ok and grad_ok), all=False)
+        self._step_bad = bad
+        if not bad:
+            self.consecutive_skips = 0
+            return
+        what = self._bad_terms(loss_ok, grad_ok)
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        with torch.no_grad():
+            for b, old in zip(self.method.buffers(), self._buffers_before):
+                b.copy_(old)
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        log.warning("step %d skipped: non-finite %s (%d in a row, %d in all)", self.global_step, what,
+                    self.consecutive_skips, self.skipped_steps)
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            raise NonFiniteLossError(
+                f"non-finite {what} at step {self.global_step}, {self.consecutive_skips} steps in a row "
+                f"(train.max_bad_steps={self.max_consecutive_skips}); stopped, the last good checkpoint is kept "
+                f"— lower the lr (optim.blr), set optim.grad_clip, or check the data")
+
+    def _bad_terms(self, loss_ok: bool, grad_ok: bool) -> str:
+        """'loss (loss, recon)' naming the non-finite logged terms, or 'gradient (of <param>)'."""
+        if not loss_ok:
+            bad = [k for k, v in self._step_out.items() if not torch.isfinite(v).all()]
+            return f"loss ({', '.join(bad)})"
+        if not grad_ok:
+            names = [n for n, p in self.method.named_parameters() if p.grad is not None
+                     and not torch.isfinite(p.grad).all()]
+            return f"gradient (of {names[0]})" if names else "gradient"
+        return "loss or gradient on another rank"
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """The update, then the EMA targets. The EMA runs here rather than in `on_train_batch_end` because
+        callbacks' batch-end hooks (the step-interval checkpoint) run before the module's: a checkpoint
+        must hold the targets after this step's update."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         pairs = self.method.ema_pairs() if hasattr(self.method, "ema_pairs") else []
-        if pairs:
-            ema_update(pairs, self.method.ema_momentum(min(self.global_step / self.total_steps, 1.0)))
+        if pairs and not self._step_bad:
+            # global_step counts this step only once the hook returns; the momentum is for step + 1
+            ema_update(pairs, self.method.ema_momentum(min((self.global_step + 1) / self.total_steps, 1.0)))
+        self._step_bad = False
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._throughput()
 
     def _throughput(self) -> None:
@@ -142,6 +194,22 @@ class PretrainModule(L.LightningModule):
 
         checkpoint["byon"] = run_metadata(self.cfg, self.info)
         checkpoint["byon"]["skipped_steps"] = self.skipped_steps
+        # rows logged before this checkpoint must survive a kill: a resume keeps only those
+        for lg in self.trainer.loggers:
+            lg.save()
+        fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        loader = getattr(self, "loader", None)
+        if loader is not None and "combined_loader" in fit_state:
+            fit_state["combined_loader"] = [self.loader_position(len(loader))]
+
+    def loader_position(self, batches_per_epoch: int) -> dict[str, int]:
+        """The loader state to resume from: Lightning pre-fetches a batch, so the loader's own counter is
+        one ahead mid-epoch; the loop's count of processed batches is the true data position."""
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        epoch = self.current_epoch
+        if done >= batches_per_epoch:
+            return {"epoch": epoch + 1, "batches": 0}
+        return {"epoch": epoch, "batches": done}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = int(checkpoint.get("byon", {}).get("skipped_steps", 0))

@@ -15,6 +15,7 @@ import torch
 
 import byon
 from byon.config import RunConfig, build_config, save_config
+from byon.engine.checkpoint import read_checkpoint, remove_stale_temp_files
 from byon.engine.context import DataInfo
 from byon.errors import ByonError
 from byon.methods import METHODS
@@ -85,24 +86,38 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig,
     if not run_dir.is_dir():
         raise ByonError(f"run directory '{run_dir}' does not exist; pass the --out of a `byon pretrain` run")
     ckpt_path = find_checkpoint(run_dir)
-    try:
-        ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 — any unreadable checkpoint gets the same one-line answer
-        raise ByonError(f"checkpoint '{ckpt_path}' cannot be read ({type(e).__name__}); it is truncated or "
-                        f"not a byon checkpoint — resume from an earlier one in that folder") from None
-    meta = ckpt.get("byon")
-    if meta is None:
-        raise ByonError(f"'{ckpt_path}' is not a byon checkpoint (no 'byon' metadata)")
+    ckpt = read_checkpoint(ckpt_path, map_location)
+    meta = ckpt["byon"]
+    run_method = _config_method(run_dir / "config.yaml")
+    if run_method is not None and run_method != meta["config"]["method"]:
+        raise ByonError(f"checkpoint '{ckpt_path}' was trained with method '{meta['config']['method']}' but the "
+                        f"run's config.yaml says '{run_method}'; the checkpoint belongs to another run")
     cfg = build_config(meta["config"])
     d = meta["data_info"]
     info = DataInfo(name=d["name"], img_size=d["img_size"], in_chans=d["in_chans"], num_classes=d["num_classes"],
                     mean=tuple(d["mean"]), std=tuple(d["std"]))
     method, _ = build_method(cfg, info)
     state = {k.removeprefix("method."): v for k, v in ckpt["state_dict"].items() if k.startswith("method.")}
-    method.load_state_dict(state, strict=True)
+    try:
+        method.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else type(e).__name__
+        raise ByonError(f"checkpoint '{ckpt_path}' does not hold the weights of a '{cfg.method}' model ({first}); "
+                        f"it belongs to another method or library version") from None
     method.eval()
     method.data_info = info
     return cfg, method
+
+
+def _config_method(path: Path) -> str | None:
+    """The `method:` of a run's config.yaml, or None when there is none to read."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data.get("method") if isinstance(data, dict) else None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -114,10 +129,11 @@ def write_json(path: Path, obj: Any) -> None:
 def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
     """Pretrain `cfg.method` into run directory `out`; returns it."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from byon.data import BatchLoader, channel_stats, data_info, load_dataset
+    from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
     from byon.engine.logging import ResumableCSVLogger
     from byon.engine.module import PretrainModule
 
@@ -157,20 +173,30 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
                          world_size=world)
     module = PretrainModule(cfg, method, info)
 
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch={epoch:04d}", auto_insert_metric_name=False,
-                              save_last=True, every_n_epochs=cfg.train.ckpt_every_epochs,
-                              save_top_k=cfg.train.keep_last, monitor="step", mode="max")
+    # Step-interval checkpoints can fall in the same epoch, so their names carry the step.
+    name = "epoch={epoch:04d}-step={step:08d}" if cfg.train.ckpt_every_steps else "epoch={epoch:04d}"
+    ckpt_cb = RunCheckpoint(dirpath=out / "checkpoints", filename=name, auto_insert_metric_name=False,
+                            save_last=True, every_n_epochs=cfg.train.ckpt_every_epochs,
+                            every_steps=cfg.train.ckpt_every_steps, save_top_k=cfg.train.keep_last,
+                            monitor="step", mode="max")
     loggers = [ResumableCSVLogger(out, name="logs", version="", resume_step=resume_step),
                TensorBoardLogger(out, name="logs", version="tb")]
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
-        strategy=cfg.train.strategy, precision=precision, max_epochs=cfg.train.epochs,
-        max_steps=cfg.train.max_steps or -1, logger=loggers, callbacks=[ckpt_cb],
-        log_every_n_steps=cfg.train.log_every_n_steps, enable_progress_bar=cfg.train.progress,
-        gradient_clip_val=cfg.optim.grad_clip, use_distributed_sampler=False, enable_model_summary=False,
-        num_sanity_val_steps=0, deterministic=False, benchmark=False,
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
+            strategy=cfg.train.strategy, precision=precision, max_epochs=cfg.train.epochs,
+            max_steps=cfg.train.max_steps or -1, logger=loggers, callbacks=[ckpt_cb],
+            plugins=[AtomicCheckpointIO()], log_every_n_steps=cfg.train.log_every_n_steps,
+            enable_progress_bar=cfg.train.progress, gradient_clip_val=cfg.optim.grad_clip,
+            use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
+            deterministic=False, benchmark=False,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ByonError(f"the trainer settings (train.accelerator/devices/strategy/precision) are invalid: "
+                        f"{msg}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out / "checkpoints")
     # The loader is rank-sharded; its rank must come from the launched process.
     loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
     module.loader = loader
@@ -181,9 +207,13 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     wall = time.perf_counter() - t0
-    if not (out / "checkpoints" / "last.ckpt").is_file():  # e.g. --epochs 0: the random-init reference run
+    last = out / "checkpoints" / "last.ckpt"
+    # --epochs 0 (the random-init reference run) saves nothing, and step-interval saving can end between saves
+    # (a resumed run that had nothing left to do keeps its file untouched)
+    unsaved = ckpt_cb.last_step_saved() != trainer.global_step and trainer.global_step != resume_step
+    if not last.is_file() or unsaved:
         trainer.strategy.connect(module) if trainer.model is None else None
-        trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(last)
 
     if trainer.is_global_zero:
         if hasattr(method, "on_run_end"):
@@ -207,10 +237,8 @@ def _finite(x: float) -> float | None:
 def check_compatible(cfg: RunConfig, ckpt_path: str) -> int:
     """Resuming with another method or encoder shape is an error, not a silent partial load.
     Returns the checkpoint's global step."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    old = ckpt.get("byon", {}).get("config")
-    if old is None:
-        raise ByonError(f"--resume: '{ckpt_path}' is not a byon checkpoint")
+    ckpt = read_checkpoint(ckpt_path)
+    old = ckpt["byon"]["config"]
     if old["method"] != cfg.method:
         raise ByonError(f"--resume: checkpoint was trained with method '{old['method']}', not '{cfg.method}'; "
                         f"use --method {old['method']} or a new --out")

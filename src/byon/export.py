@@ -1,0 +1,180 @@
+"""Getting an encoder out of a run: timm-layout safetensors + JSON, and embeddings of any image folder.
+
+`ViTEncoder`'s state dict is exactly timm's `VisionTransformer` layout, so the exported file loads with
+`strict=True` into `VisionTransformer(**json["timm_kwargs"], num_classes=0)`, whose `forward(x)` is the
+CLS feature and `forward_features(x)[:, 1:].mean(1)` the mean-of-patches feature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from byon.errors import ByonError, unknown
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("cls", "mean")
+FORMAT = "byon-encoder/1"
+
+
+def select_encoder(method: nn.Module, ema: bool = False) -> nn.Module:
+    """The online eval encoder, or with ema=True the EMA/target encoder (error when the method has none)."""
+    if not ema:
+        return method.eval_encoder() if hasattr(method, "eval_encoder") else method.encoder
+    target = getattr(method, "target_encoder", None)
+    if target is None:
+        raise ByonError(f"the '{type(method).__name__}' method keeps no EMA (target) encoder; drop --ema / "
+                        f"ema=True to use its online encoder")
+    return target
+
+
+def timm_kwargs(encoder: nn.Module) -> dict[str, Any]:
+    """`timm.models.vision_transformer.VisionTransformer` constructor kwargs of the same architecture
+    (without num_classes: pass num_classes=0 for features)."""
+    s = encoder.shape
+    return {"img_size": s.img_size, "patch_size": s.patch_size, "in_chans": s.in_chans, "embed_dim": s.embed_dim,
+            "depth": s.depth, "num_heads": s.num_heads, "mlp_ratio": s.mlp_ratio, "qkv_bias": True,
+            "class_token": True, "global_pool": "token"}
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """write(tmp_path) then rename onto path, so a failure leaves no partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False) -> tuple[Path, Path]:
+    """Write the run's encoder as `out` (.safetensors, timm key layout) and `out` with .json (architecture,
+    input normalisation, provenance). Returns both paths."""
+    from safetensors.torch import save_file
+
+    from byon.engine.run import load_run
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ByonError(f"--out '{out}' must end in .safetensors")
+    run_dir = Path(run_dir)
+    cfg, method = load_run(run_dir)
+    encoder = select_encoder(method, ema)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    info = method.data_info
+    kwargs = timm_kwargs(encoder)
+    meta = {
+        "format": FORMAT, **{k: kwargs[k] for k in ("img_size", "patch_size", "in_chans", "embed_dim", "depth",
+                                                       "num_heads", "mlp_ratio", "class_token", "global_pool")},
+        "timm_class": "timm.models.vision_transformer.VisionTransformer", "timm_kwargs": kwargs,
+        "features": {"cls": "model(x) = forward_features(x)[:, 0]", "mean": "forward_features(x)[:, 1:].mean(1)",
+                     "default": getattr(method, "default_feature", "cls")},
+        "input": {"dtype": "float32 (B, C, H, W)", "normalize": "(x_uint8 / 255 - mean) / std",
+                  "mean": list(info.mean), "std": list(info.std)},
+        "method": cfg.method, "ema": ema, "dataset": info.name, "source_run": str(run_dir.resolve()),
+    }
+    json_path = out.with_suffix(".json")
+    _atomic_write(out, lambda p: save_file(state, str(p), metadata={"format": FORMAT, "method": cfg.method}))
+    _atomic_write(json_path, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    return out, json_path
+
+
+def _to_channels(a: np.ndarray, chans: int) -> np.ndarray:
+    """(H, W) gray or (H, W, 3) RGB uint8 → (chans, H, W); RGB → gray with PIL's 'L' weights."""
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.shape[2] == chans:
+        return a.transpose(2, 0, 1)
+    if chans == 3:
+        return np.repeat(a, 3, axis=2).transpose(2, 0, 1)
+    weights = np.array([19595, 38470, 7471], dtype=np.uint32)  # ITU-R 601-2 luma, fixed point as in PIL
+    gray = (a.astype(np.uint32) @ weights + 0x8000) >> 16
+    return gray.astype(np.uint8)[None]
+
+
+def read_image_folder(folder: str | Path, size: int, chans: int, on_bad_file: str = "fail"
+                      ) -> tuple[torch.Tensor, list[str]]:
+    """Every image under `folder` (recursively, sorted) as uint8 (N, chans, size, size) — resized (shorter
+    side, centre crop) and converted to `chans` — and their paths relative to `folder`."""
+    from PIL import Image
+
+    from byon.data.imagefolder import BAD_FILE, EXTENSIONS, _images_in, _read
+
+    if on_bad_file not in BAD_FILE:
+        raise unknown("on_bad_file value", on_bad_file, BAD_FILE)
+    if chans not in (1, 3):
+        raise ByonError(f"the encoder takes {chans} channels; image folders give 1 (gray) or 3 (RGB)")
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ByonError(f"image folder '{folder}' does not exist or is not a folder; pass --images DIR")
+    files = _images_in(folder, recursive=True)
+    if not files:
+        raise ByonError(f"image folder '{folder}' holds no images ({', '.join(sorted(EXTENSIONS))}), neither "
+                        f"directly nor in sub-folders")
+    arrays, names, bad = [], [], []
+    for path in files:
+        try:
+            arrays.append(_to_channels(_read(path, size), chans))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            if on_bad_file == "fail":
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ByonError(f"cannot read image '{path}' ({reason}); remove or replace it, or skip unreadable "
+                                f"files with --on-bad-file skip") from None
+            bad.append(path)
+            continue
+        names.append(str(path.relative_to(folder)))
+    if bad:
+        log.warning("skipped %d unreadable image file(s) in '%s' (first: '%s')", len(bad), folder, bad[0])
+    if not arrays:
+        raise ByonError(f"image folder '{folder}' holds no readable images ({len(bad)} unreadable files skipped)")
+    return torch.from_numpy(np.stack(arrays)), names
+
+
+def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, feature: str | None = None,
+                 ema: bool = False, batch_size: int = 256, device: str | None = None,
+                 on_bad_file: str = "fail") -> tuple[Path, Path, int]:
+    """Features of every image under `images` → `out` (.npy, float32 (N, D)) and `out` with .txt (one
+    relative path per row). feature: 'cls' | 'mean' (default: the method's). Returns (npy, txt, N)."""
+    from byon.engine.run import load_run
+    from byon.eval.features import extract_features
+
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise ByonError(f"--out '{out}' must end in .npy")
+    if batch_size < 1:
+        raise ByonError(f"--batch-size must be at least 1, got {batch_size}")
+    cfg, method = load_run(run_dir)
+    feature = feature or getattr(method, "default_feature", "cls")
+    if feature not in FEATURES:
+        raise unknown("feature", feature, FEATURES)
+    encoder = select_encoder(method, ema)
+    info = method.data_info
+    x, names = read_image_folder(images, info.img_size, info.in_chans, on_bad_file)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = encoder.to(device).eval()
+    feats = extract_features(encoder.features, x, info.mean, info.std, batch_size=batch_size, device=device)
+    array = feats[feature].numpy().astype(np.float32)
+    txt = out.with_suffix(".txt")
+
+    def save_npy(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.save(f, array)
+
+    _atomic_write(out, save_npy)
+    _atomic_write(txt, lambda p: p.write_text("".join(n + "\n" for n in names)))
+    return out, txt, len(names)
+
+
+__all__ = ["embed_folder", "export_encoder", "read_image_folder", "select_encoder", "timm_kwargs"]

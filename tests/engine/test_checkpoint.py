@@ -1,0 +1,98 @@
+"""Atomic checkpoint writes and what a checkpoint records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import byon
+from byon.cli import main
+from byon.engine import checkpoint as ckpt_mod
+from byon.engine.checkpoint import atomic_save, read_checkpoint, remove_stale_temp_files
+from byon.engine.run import git_commit
+from byon.errors import ByonError
+
+TINY = ["--method", "mae", "--dataset", "synthetic", "--subset", "64", "--model", "vit-test", "--batch-size", "16",
+        "--no-progress", "--epochs", "1"]
+
+
+def failing_save_after(monkeypatch: pytest.MonkeyPatch, ok_calls: int) -> None:
+    """torch.save inside atomic_save writes half its bytes and then fails, after `ok_calls` good saves."""
+    real = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= ok_calls:
+            return real(obj, f, *args, **kwargs)
+        import io
+
+        buf = io.BytesIO()
+        real(obj, buf)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", save)
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_save({"byon": {}, "state_dict": {"w": torch.ones(3)}}, path)
+    failing_save_after(monkeypatch, ok_calls=0)
+    with pytest.raises(OSError, match="No space"):
+        atomic_save({"byon": {}, "state_dict": {"w": torch.zeros(1000)}}, path)
+    assert torch.equal(read_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_crash_during_a_training_save_keeps_the_previous_checkpoint_loadable(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    # saves: step 1 (epoch=…-step=1 then last), step 2 (…, last); the 5th write (step 3) dies half-way
+    failing_save_after(monkeypatch, ok_calls=4)
+    with pytest.raises(OSError, match="No space"):
+        main(["pretrain", *TINY, "--out", str(run), "--set", "train.ckpt_every_steps=1"])
+    monkeypatch.undo()
+    files = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert files == ["epoch=0000-step=00000001.ckpt", "epoch=0000-step=00000002.ckpt", "last.ckpt"]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    # and the run resumes from it to the end
+    assert main(["pretrain", *TINY, "--out", str(run), "--set", "train.ckpt_every_steps=1",
+                 "--resume", "auto"]) == 0
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+def test_stale_temp_files_of_a_killed_save_are_removed(tmp_path):
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    stale = tmp_path / f".last.ckpt{ckpt_mod.TMP_MARK}123-abcd"
+    stale.write_bytes(b"half")
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_checkpoint_records_resolved_config_version_and_commit(tmp_path):
+    run = tmp_path / "run"
+    assert main(["pretrain", *TINY, "--out", str(run), "--set", "mae.mask_ratio=0.5"]) == 0
+    meta = read_checkpoint(run / "checkpoints" / "last.ckpt")["byon"]
+    assert meta["config"] == yaml.safe_load((run / "config.yaml").read_text())
+    assert meta["config"]["mae"]["mask_ratio"] == 0.5 and meta["config"]["optim"]["blr"] == 1.5e-4
+    assert meta["version"] == byon.__version__
+    assert meta["commit"] == git_commit() and meta["commit"] is not None
+    assert meta["data_info"]["img_size"] == 28 and meta["skipped_steps"] == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip"])
+def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, content):
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(ByonError, match="cannot be read .* truncated or not a byon checkpoint"):
+        read_checkpoint(path)
+
+
+def test_a_foreign_checkpoint_is_refused(tmp_path):
+    path = Path(tmp_path / "foreign.ckpt")
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ByonError, match="is not a byon checkpoint"):
+        read_checkpoint(path)
