@@ -108,9 +108,7 @@ def read_image_folder(folder: str | Path, size: int, chans: int, on_bad_file: st
                       ) -> tuple[torch.Tensor, list[str]]:
     """Every image under `folder` (recursively, sorted) as uint8 (N, chans, size, size) — resized (shorter
     side, centre crop) and converted to `chans` — and their paths relative to `folder`."""
-    from PIL import Image
-
-    from byon.data.imagefolder import BAD_FILE, EXTENSIONS, _images_in, _read
+    from byon.data.imagefolder import BAD_FILE, EXTENSIONS, _images_in, _read, read_images
 
     if on_bad_file not in BAD_FILE:
         raise unknown("on_bad_file value", on_bad_file, BAD_FILE)
@@ -123,22 +121,9 @@ def read_image_folder(folder: str | Path, size: int, chans: int, on_bad_file: st
     if not files:
         raise ByonError(f"image folder '{folder}' holds no images ({', '.join(sorted(EXTENSIONS))}), neither "
                         f"directly nor in sub-folders")
-    arrays, names, bad = [], [], []
-    for path in files:
-        try:
-            arrays.append(_to_channels(_read(path, size), chans))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            if on_bad_file == "fail":
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise ByonError(f"cannot read image '{path}' ({reason}); remove or replace it, or skip unreadable "
-                                f"files with --on-bad-file skip") from None
-            bad.append(path)
-            continue
-        names.append(str(path.relative_to(folder)))
-    if bad:
-        log.warning("skipped %d unreadable image file(s) in '%s' (first: '%s')", len(bad), folder, bad[0])
-    if not arrays:
-        raise ByonError(f"image folder '{folder}' holds no readable images ({len(bad)} unreadable files skipped)")
+    arrays, keep = read_images(files, lambda path: _to_channels(_read(path, size), chans), folder, on_bad_file,
+                               "--on-bad-file skip")
+    names = [str(files[i].relative_to(folder)) for i in keep]
     return torch.from_numpy(np.stack(arrays)), names
 
 

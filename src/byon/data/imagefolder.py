@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,29 @@ def _read(path: Path, image_size: int | None) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def read_images(files: list[Path], read: Callable[[Path], np.ndarray], folder: Path, on_bad_file: str,
+                skip_hint: str) -> tuple[list[np.ndarray], list[int]]:
+    """read(path) for every file; an unreadable one is an error (`fail`) or skipped and reported (`skip`).
+    Returns the arrays and the indices (into `files`) they came from."""
+    arrays, keep, bad = [], [], []
+    for i, path in enumerate(files):
+        try:
+            arrays.append(read(path))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            if on_bad_file == "fail":
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ByonError(f"cannot read image '{path}' ({reason}); remove or replace it, or skip unreadable "
+                                f"files with {skip_hint}") from None
+            bad.append(path)
+            continue
+        keep.append(i)
+    if bad:
+        log.warning("skipped %d unreadable image file(s) in '%s' (first: '%s')", len(bad), folder, bad[0])
+    if not arrays:
+        raise ByonError(f"image folder '{folder}' holds no readable images ({len(bad)} unreadable files skipped)")
+    return arrays, keep
+
+
 def load_imagefolder(root: str | Path | None, split: str = "train", image_size: int | None = None,
                      on_bad_file: str = "fail") -> ImageData:
     """uint8 (N, C, H, W) with C = 1 when every image is grayscale, else 3; labels from class sub-folders
@@ -89,22 +113,8 @@ def load_imagefolder(root: str | Path | None, split: str = "train", image_size: 
         raise ByonError(f"image folder '{folder}' holds no images ({', '.join(sorted(EXTENSIONS))}), neither "
                         f"directly nor in class sub-folders")
 
-    arrays, keep, bad = [], [], []
-    for i, path in enumerate(files):
-        try:
-            arrays.append(_read(path, image_size))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            if on_bad_file == "fail":
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise ByonError(f"cannot read image '{path}' ({reason}); remove or replace it, or skip unreadable "
-                                f"files with on_bad_file='skip' (--set data.on_bad_file=skip)") from None
-            bad.append(path)
-            continue
-        keep.append(i)
-    if bad:
-        log.warning("skipped %d unreadable image file(s) in '%s' (first: '%s')", len(bad), folder, bad[0])
-    if not arrays:
-        raise ByonError(f"image folder '{folder}' holds no readable images ({len(bad)} unreadable files skipped)")
+    arrays, keep = read_images(files, lambda path: _read(path, image_size), folder, on_bad_file,
+                               "on_bad_file='skip' (--set data.on_bad_file=skip)")
 
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:

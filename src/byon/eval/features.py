@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from byon.engine.checkpoint import atomic_save
 from byon.errors import ByonError
 
 FeatureFn = Callable[[Tensor], dict[str, Tensor]]
@@ -73,19 +72,5 @@ def cached_features(path: Path, key: str, compute: Callable[[], dict[str, Tensor
     features = compute()
     # clone: a view of a larger tensor would otherwise save its whole storage
     features = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in features.items()}
-    _atomic_save({"key": key, "features": features}, path)
+    atomic_save({"key": key, "features": features}, path)
     return features
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
