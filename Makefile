@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data install clean bench-fmnist-cpu bench-table1
+.PHONY: demo test lint data install clean bench-fmnist-cpu bench-table1 bench-speed-cpu
 
 install: $(STAMP)
 
@@ -48,6 +48,15 @@ bench-fmnist-cpu: $(STAMP) data
 bench-table1: $(STAMP) data
 	$(VENV)/bin/byon bench sweep --protocol fmnist-cpu --configs configs/byon/ablation/*.yaml --seeds 0 \
 	  --table benchmarks/table1-fmnist-cpu.md
+
+# The speed protocol of benchmarks.md on this CPU (minutes): training images/s, FLOP utilisation against the
+# measured matmul ceiling, eval timings -> benchmarks/results/speed-cpu/<method>.json, then RESULTS.md.
+# Run it on an otherwise idle machine. SPEED_METHODS, STEPS, WARMUP; THREADS pins torch's threads.
+SPEED_METHODS ?= mae,byon
+bench-speed-cpu: $(STAMP) data
+	$(VENV)/bin/byon bench speed --protocol fmnist-cpu --accelerator cpu --methods $(SPEED_METHODS) \
+	  --steps $(or $(STEPS),50) --warmup $(or $(WARMUP),10) $(if $(THREADS),--set train.num_threads=$(THREADS))
+	$(VENV)/bin/byon bench report
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

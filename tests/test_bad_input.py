@@ -17,6 +17,7 @@ from PIL import Image
 import byon.data.fashion_mnist as fashion_mnist
 from byon.cli import main
 from byon.data import load_dataset
+from byon.methods import METHODS
 
 TINY = ["--subset", "64", "--model", "vit-test", "--batch-size", "16", "--no-progress", "--epochs", "1"]
 SYNTH = ["--method", "mae", "--dataset", "synthetic", *TINY]
@@ -155,7 +156,7 @@ def test_unknown_on_bad_file_value(tmp_path, capsys):
                         "synthetic train images"),
     (["--batch-size", "128"], "batch size 128 is larger than the 64 images the dataset has (synthetic, 64 images); "
                               "use a batch size of at most 64 (e.g. --set train.batch_size=64)"),
-    (["--method", "maee"], "unknown method 'maee' (did you mean 'mae'?); valid: byon, mae"),
+    (["--method", "maee"], "unknown method 'maee' (did you mean 'mae'?); valid: " + ", ".join(sorted(METHODS))),
     (["--model", "vit-tinny"], "unknown model preset 'vit-tinny' (did you mean 'vit-tiny'?); valid: vit-base, "
                                "vit-micro, vit-small, vit-test, vit-tiny"),
     (["--dataset", "cifar-10"], "unknown dataset 'cifar-10' (did you mean 'cifar10'?); valid: cifar10, cifar100, "

@@ -53,21 +53,66 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from byon.eval.frozen import evaluate
+    """Every evaluation writes <run>/eval/<kind>-<dataset>.json, prints a one-line summary and, with --json,
+    the result as one JSON object on the last line."""
+    from byon.eval import frozen
 
-    kwargs: dict[str, Any] = {}
-    if a.kind == "knn":
-        kwargs = {"k": a.k, "temperature": a.temperature}
-    elif a.kind == "linear":
-        kwargs = {"epochs": a.linear_epochs}
     dataset = a.dataset or _run_dataset(a.run)
-    res = evaluate(a.kind, a.run, dataset, root=a.data_root, subset=a.subset, seed=a.seed, **kwargs)
-    line = (f"{a.kind} top-1 on {dataset}: {res['top1']:.2f} ({res['default_feature']}); "
-            f"cls {res['top1_cls']:.2f}, mean {res['top1_mean']:.2f}")
+    where = dict(root=a.data_root, seed=a.seed)
+    if a.kind == "finetune":
+        from byon.eval.finetune import FinetuneConfig, finetune
+
+        fields = ("epochs", "batch_size", "blr", "layer_decay", "weight_decay", "warmup_epochs", "min_lr", "mixup",
+                  "cutmix", "smoothing", "drop_path", "randaug", "pool", "subset", "seed", "device")
+        res = finetune(a.run, dataset, a.data_root,
+                       FinetuneConfig(**{f: getattr(a, f) for f in fields if getattr(a, f) is not None}))
+        line = (f"finetune top-1 on {dataset}: {res['top1']:.2f} ({res['pool']} pool, {res['steps']} steps, "
+                f"RandAugment {res['randaugment']})")
+    elif a.kind == "probe-grid":
+        from byon.eval.probe_grid import probe_grid
+
+        res = probe_grid(a.run, dataset, layers=a.layers, timesteps=a.timesteps, subset=a.subset,
+                         epochs=a.linear_epochs, device=a.device, **where)
+        b = res["best"]
+        line = (f"probe grid on {dataset}: best block {b['layer']} at t={b['t']}, top-1 {b['top1']:.2f} "
+                f"({len(res['layers'])} blocks x {len(res['timesteps'])} timesteps; eval/probe-grid-{dataset}.png)")
+    elif a.kind == "lowshot":
+        shots = tuple(_ints(a.shots, "--shots"))
+        res = frozen.evaluate_lowshot(a.run, dataset, shots=shots, draws=a.draws, epochs=a.epochs, **where)
+        ft = res["default_feature"]
+        line = f"lowshot top-1 on {dataset} ({ft}, {a.draws} draws): " + ", ".join(
+            f"{n}-shot {res[str(n)][ft]['mean']:.2f} ± {res[str(n)][ft]['std']:.2f}" for n in shots)
+    elif a.kind == "linear" and a.heads == "grid":
+        blrs = tuple(_floats(a.lrs, "--lrs")) if a.lrs else None
+        res = frozen.evaluate_linear_grid(a.run, dataset, subset=a.subset, blrs=blrs, blocks=a.blocks,
+                                          epochs=a.linear_epochs, **where)
+        b = res["best"]
+        line = (f"linear grid top-1 on {dataset}: {b['top1']:.2f} (best of {len(res['heads'])} heads: {b['feature']}, "
+                f"blr {b['blr']:g}); per feature: "
+                + ", ".join(f"{ft} {r['top1']:.2f}" for ft, r in res["best_per_feature"].items()))
+    else:
+        kwargs = {"k": a.k, "temperature": a.temperature} if a.kind == "knn" else {"epochs": a.linear_epochs}
+        res = frozen.evaluate(a.kind, a.run, dataset, subset=a.subset, **where, **kwargs)
+        line = (f"{a.kind} top-1 on {dataset}: {res['top1']:.2f} ({res['default_feature']}); "
+                f"cls {res['top1_cls']:.2f}, mean {res['top1_mean']:.2f}")
     print(line)
     if a.json:
-        print(json.dumps({k: v for k, v in res.items()}))
+        print(json.dumps(res))
     return 0
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ByonError(f"{flag} expects comma-separated integers (e.g. 10,100), got '{text}'") from None
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ByonError(f"{flag} expects comma-separated numbers (e.g. 0.01,0.1,1), got '{text}'") from None
 
 
 def _run_dataset(run: str) -> str:
@@ -103,6 +148,18 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speed(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from byon.bench.speed import bench_speed
+
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for path in bench_speed(methods, a.protocol, Path(a.runs), Path(a.results), steps=a.steps, warmup=a.warmup,
+                            root=a.data_root, extra=a.set, accelerator=a.accelerator):
+        print(path)
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -126,6 +183,34 @@ def cmd_embed(a: argparse.Namespace) -> int:
     npy, txt, n = embed_folder(a.run, a.images, a.out, feature=a.feature, ema=a.ema, batch_size=a.batch_size,
                                device=a.device, on_bad_file=a.on_bad_file)
     print(f"wrote {n} embeddings to {npy} (file list: {txt})")
+    return 0
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    from byon.sample import sample_run
+
+    print(f"wrote {sample_run(a.run, a.n, a.sampler, a.steps, a.seed, a.out, a.device)}")
+    return 0
+
+
+def cmd_analyze(a: argparse.Namespace) -> int:
+    from byon import analysis
+
+    common = {"out": a.out, "dataset": a.dataset, "root": a.data_root, "split": a.split, "seed": a.seed,
+              "device": a.device}
+    if a.analysis == "attention-distance":
+        res = analysis.attention_distance(a.run, n=a.n, batch_size=a.batch_size, **common)
+    elif a.analysis == "attention-maps":
+        res = analysis.attention_maps(a.run, n=a.n, **common)
+    elif a.analysis == "align-uniform":
+        res = analysis.align_uniform(a.run, pairs=a.pairs, t=a.t, sigma=a.sigma, n=a.n, batch_size=a.batch_size,
+                                     **common)
+    elif a.analysis == "reconstructions":
+        res = analysis.reconstructions(a.run, n=a.n, **common)
+    else:
+        res = analysis.embedding_2d(a.run, projection=a.method, feature=a.feature, n=a.n or None, **common)
+    print(res["summary"])
+    print(f"wrote {res['files']['png']} and {res['files']['json']}")
     return 0
 
 
@@ -166,17 +251,55 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory")
     t.set_defaults(fn=cmd_pretrain)
 
-    e = sub.add_parser("eval", help="evaluate a run's frozen encoder")
-    e.add_argument("kind", choices=["knn", "linear"])
-    e.add_argument("--run", required=True)
-    e.add_argument("--dataset", help="default: the run's pretraining dataset")
-    e.add_argument("--data-root")
-    e.add_argument("--subset", type=int, help="stratified subset of the labelled training split")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--k", type=int, default=20)
-    e.add_argument("--temperature", type=float, default=0.07)
-    e.add_argument("--linear-epochs", type=int, default=30)
-    e.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
+    e = sub.add_parser("eval", help="evaluate a run's encoder: frozen (knn, linear, lowshot) or fine-tuned")
+    esub = e.add_subparsers(dest="kind", required=True)
+    ec = argparse.ArgumentParser(add_help=False)
+    ec.add_argument("--run", required=True)
+    ec.add_argument("--dataset", help="default: the run's pretraining dataset")
+    ec.add_argument("--data-root")
+    ec.add_argument("--seed", type=int, default=0)
+    ec.add_argument("--json", action="store_true", help="also print the result as one JSON object (last line); "
+                                                         "it is always written to <run>/eval/<kind>-<dataset>.json")
+    ek = esub.add_parser("knn", parents=[ec], help="weighted kNN on frozen features")
+    ek.add_argument("--subset", type=int, help="stratified subset of the labelled training split")
+    ek.add_argument("--k", type=int, default=20)
+    ek.add_argument("--temperature", type=float, default=0.07)
+    el = esub.add_parser("linear", parents=[ec], help="linear probe(s) on frozen features")
+    el.add_argument("--subset", type=int, help="stratified subset of the labelled training split")
+    el.add_argument("--linear-epochs", type=int, default=30)
+    el.add_argument("--heads", choices=["single", "grid"], default="single",
+                    help="grid: DINOv2-style heads for cls, mean, last-blocks cls (+mean) x --lrs, in one pass")
+    el.add_argument("--lrs", help="grid base lrs at batch 256, comma-separated (default 0.01,0.03,0.1,0.3,1)")
+    el.add_argument("--blocks", type=int, default=4, help="grid: concatenate the CLS of this many last blocks")
+    eo = esub.add_parser("lowshot", parents=[ec], help="linear probe on n labelled images per class")
+    eo.add_argument("--shots", default="10,100", help="images per class, comma-separated")
+    eo.add_argument("--draws", type=int, default=5, help="seeded draws per shot count (mean ± std)")
+    eo.add_argument("--epochs", type=int, default=100)
+    ef = esub.add_parser("finetune", parents=[ec], help="fine-tune the encoder end to end (timm recipe)",
+                         description="Fine-tune the run's eval encoder end to end: layer-wise lr decay, warm-up + "
+                                     "cosine, mixup/cutmix + label smoothing, RandAugment (RGB only), drop-path. "
+                                     "Unset options take FinetuneConfig's defaults (byon/eval/finetune.py).")
+    ef.add_argument("--subset", type=int, help="stratified subset of the labelled training split")
+    ef.add_argument("--epochs", type=int)
+    ef.add_argument("--batch-size", type=int)
+    ef.add_argument("--blr", type=float, help="lr = blr * batch_size / 256")
+    ef.add_argument("--layer-decay", type=float, help="layer-wise lr decay (1: off)")
+    ef.add_argument("--weight-decay", type=float)
+    ef.add_argument("--warmup-epochs", type=float)
+    ef.add_argument("--min-lr", type=float)
+    ef.add_argument("--mixup", type=float, help="mixup alpha (0: off)")
+    ef.add_argument("--cutmix", type=float, help="cutmix alpha (0: off)")
+    ef.add_argument("--smoothing", type=float, help="label smoothing")
+    ef.add_argument("--drop-path", type=float, help="stochastic depth of the last block")
+    ef.add_argument("--randaug", help="timm RandAugment spec, RGB images only ('' : off)")
+    ef.add_argument("--pool", choices=["cls", "mean"], help="default: the method's feature")
+    ef.add_argument("--device", help="default: cuda when available, else cpu")
+    eg = esub.add_parser("probe-grid", parents=[ec], help="linear probe per block x noise timestep (DDAE figure 2)")
+    eg.add_argument("--layers", default="all", help="'all' or comma-separated blocks (1 = shallowest)")
+    eg.add_argument("--timesteps", default="1,10,25,50,100,200", help="DDPM timesteps, comma-separated")
+    eg.add_argument("--subset", type=int, help="stratified subset of the labelled training split")
+    eg.add_argument("--linear-epochs", type=int, default=30)
+    eg.add_argument("--device", help="default: cuda when available, else cpu")
     e.set_defaults(fn=cmd_eval)
 
     x = sub.add_parser("export", help="write a run's encoder as timm-layout .safetensors + architecture .json")
@@ -195,6 +318,51 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", help="default: cuda when available, else cpu")
     d.add_argument("--on-bad-file", choices=["fail", "skip"], default="fail")
     d.set_defaults(fn=cmd_embed)
+
+    sm = sub.add_parser("sample", help="generate images with a diffusion-trained run (ddae) into a PNG grid")
+    sm.add_argument("--run", required=True)
+    sm.add_argument("--n", type=int, default=64, help="images")
+    sm.add_argument("--sampler", choices=["ddim", "heun"], help="default: ddim for DDPM runs, heun for EDM runs")
+    sm.add_argument("--steps", type=int, default=50)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", help="FILE.png (default: <run>/samples/<sampler>-<steps>steps-seed<seed>.png)")
+    sm.add_argument("--device", help="default: cuda when available, else cpu")
+    sm.set_defaults(fn=cmd_sample)
+
+    an = sub.add_parser("analyze", help="plots + JSON of what a run learned (attention, alignment, ...)")
+    ansub = an.add_subparsers(dest="analysis", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run", required=True, help="run directory")
+    common.add_argument("--out", help="directory, or FILE(.png) for FILE.png + FILE.json "
+                                      "(default: <run>/analysis/<name>.png/.json)")
+    common.add_argument("--dataset", help="default: the run's pretraining dataset")
+    common.add_argument("--data-root")
+    common.add_argument("--split", default="test")
+    common.add_argument("--seed", type=int, default=0, help="which images, masks and noise")
+    common.add_argument("--device", help="default: cuda when available, else cpu")
+    ad = ansub.add_parser("attention-distance", parents=[common],
+                          help="mean attention distance (px) per head per layer (BYON figure 1)")
+    ad.add_argument("--n", type=int, default=256, help="images")
+    ad.add_argument("--batch-size", type=int, default=64)
+    am = ansub.add_parser("attention-maps", parents=[common],
+                          help="last-layer CLS attention per head over images (BYON figures 5, 10)")
+    am.add_argument("--n", type=int, default=8, help="images (rows)")
+    au = ansub.add_parser("align-uniform", parents=[common],
+                          help="label-free alignment / uniformity per layer (DDAE eqs. 3-4, figure 3)")
+    au.add_argument("--pairs", choices=["noise", "views"], help="default: noise for diffusion methods, else views")
+    noise = au.add_mutually_exclusive_group()
+    noise.add_argument("--t", type=int, help="DDPM timestep of --pairs noise (default 100)")
+    noise.add_argument("--sigma", type=float, help="instead of --t: x + sigma * eps")
+    au.add_argument("--n", type=int, default=512, help="images")
+    au.add_argument("--batch-size", type=int, default=128)
+    rc = ansub.add_parser("reconstructions", parents=[common],
+                          help="input / corrupted / reconstructed grid (reconstruction methods)")
+    rc.add_argument("--n", type=int, default=8, help="images (rows)")
+    em = ansub.add_parser("embedding-2d", parents=[common], help="2-D map of the test features coloured by class")
+    em.add_argument("--method", choices=["pca", "tsne"], default="pca", help="tsne needs scikit-learn")
+    em.add_argument("--feature", choices=["cls", "mean"], help="default: the method's")
+    em.add_argument("--n", type=int, default=2000, help="points (0: every image of the split)")
+    an.set_defaults(fn=cmd_analyze)
     b = sub.add_parser("bench", help="benchmark harness (benchmarks.md protocols)")
     bsub = b.add_subparsers(dest="bench", required=True)
     q = bsub.add_parser("quality", help="pretrain + frozen evaluations, one JSON per run")
@@ -216,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
     w.add_argument("--table", help="also write the Markdown table to this file")
     w.set_defaults(fn=cmd_sweep)
+    v = bsub.add_parser("speed", help="training images/s, FLOP utilisation, eval timings; one JSON per method")
+    v.add_argument("--methods", required=True, help="comma-separated, e.g. mae,byon")
+    v.add_argument("--protocol", default="fmnist-cpu", help="data, encoder and batch of this quality protocol")
+    v.add_argument("--steps", type=int, default=50, help="timed training steps (after the warm-up)")
+    v.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    v.add_argument("--accelerator", default="auto", help="auto (CUDA when there is one) | cpu")
+    v.add_argument("--runs", default="runs/bench-speed")
+    v.add_argument("--results", default="benchmarks/results")
+    v.add_argument("--data-root")
+    v.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.num_threads=2 train.compile=true")
+    v.set_defaults(fn=cmd_speed)
     r = bsub.add_parser("report", help="render benchmarks/RESULTS.md and plots from the result JSONs")
     r.add_argument("--results", default="benchmarks/results")
     r.add_argument("--out", default="benchmarks/RESULTS.md")

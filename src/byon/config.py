@@ -70,7 +70,7 @@ class TrainConfig:
     accelerator: str = "auto"  # auto | cpu | gpu
     devices: int | str = 1
     num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | ...
+    strategy: str = "auto"  # auto | ddp | fsdp | ... (Lightning strategy names)
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true on CPU
     ckpt_every_epochs: int = 1
     ckpt_every_steps: int | None = None  # also checkpoint every this many optimizer steps (mid-epoch resume)
@@ -79,6 +79,10 @@ class TrainConfig:
     log_every_n_steps: int = 10
     progress: bool = True
     num_threads: int | None = None  # torch intra-op threads on CPU
+    compile: bool = False  # torch.compile every transformer block (regional compilation; CUDA first of all)
+    sync_bn: bool = False  # multi-device: BatchNorm statistics over the global batch (Lightning's sync_batchnorm)
+    monitor_every_epochs: int = 0  # online kNN top-1 + collapse statistic every this many epochs; 0 = off
+    monitor_subset: int = 2000  # labelled images of each of the train / test splits the monitor uses
 
     def validate(self) -> None:
         for name in ("keep_last", "max_bad_steps"):
@@ -88,6 +92,9 @@ class TrainConfig:
             raise ByonError(f"train.ckpt_every_epochs must be 0 (off) or more, got {self.ckpt_every_epochs}")
         if self.ckpt_every_steps is not None and self.ckpt_every_steps < 1:
             raise ByonError(f"train.ckpt_every_steps must be at least 1 (or none), got {self.ckpt_every_steps}")
+        if self.monitor_every_epochs < 0 or self.monitor_subset < 2:
+            raise ByonError(f"train.monitor_every_epochs must be 0 (off) or more and train.monitor_subset at least 2, "
+                            f"got {self.monitor_every_epochs} and {self.monitor_subset}")
 
 
 @dataclass

@@ -43,7 +43,9 @@ def timm_kwargs(encoder: nn.Module) -> dict[str, Any]:
     s = encoder.shape
     return {"img_size": s.img_size, "patch_size": s.patch_size, "in_chans": s.in_chans, "embed_dim": s.embed_dim,
             "depth": s.depth, "num_heads": s.num_heads, "mlp_ratio": s.mlp_ratio, "qkv_bias": True,
-            "class_token": True, "global_pool": "token"}
+            "class_token": encoder.cls_token is not None,
+            **({"global_pool": "token"} if encoder.cls_token is not None  # no CLS (I-JEPA): mean-pooled,
+               else {"global_pool": "avg", "fc_norm": False})}            # the final norm per token
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -80,7 +82,10 @@ def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False) -> t
                                                        "num_heads", "mlp_ratio", "class_token", "global_pool")},
         "timm_class": "timm.models.vision_transformer.VisionTransformer", "timm_kwargs": kwargs,
         "features": {"cls": "model(x) = forward_features(x)[:, 0]", "mean": "forward_features(x)[:, 1:].mean(1)",
-                     "default": getattr(method, "default_feature", "cls")},
+                     "default": getattr(method, "default_feature", "cls")} if kwargs["class_token"] else
+                    {"cls": "model(x) = forward_features(x).mean(1) (no CLS token)",
+                     "mean": "forward_features(x).mean(1)",
+                     "default": getattr(method, "default_feature", "mean")},
         "input": {"dtype": "float32 (B, C, H, W)", "normalize": "(x_uint8 / 255 - mean) / std",
                   "mean": list(info.mean), "std": list(info.std)},
         "method": cfg.method, "ema": ema, "dataset": info.name, "source_run": str(run_dir.resolve()),

@@ -44,3 +44,18 @@ def test_report_renders_tables_from_the_jsons(tmp_path):
     text = out.read_text()
     assert "| mae | 0,1 | 81.00 ± 1.41 | 85.00 ± 0.00 |" in text
     assert (tmp_path / "p-accuracy-vs-time.png").stat().st_size > 1000
+
+
+def test_train_time_of_a_resumed_run_comes_from_the_rates_logged_over_the_whole_run(tmp_path):
+    from byon.bench.quality import _train_time
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "metrics.csv").write_text("epoch,step,train/images_per_s,train/loss\n"
+                                                   "0,9,100.0,1.0\n0,10,,0.9\n1,19,50.0,0.8\n")
+    single = {"wall_time_s": 12.0, "images_per_s": 99.0, "segments": 1, "steps": 20, "global_batch": 10}
+    assert _train_time(tmp_path, single) == {"wall_time_s": 12.0, "images_per_s": 99.0}
+    resumed = single | {"segments": 2, "wall_time_s": 30.0}
+    assert _train_time(tmp_path, resumed) == {"wall_time_s": 30.0, "images_per_s": 75.0, "segments": 2}
+    old = resumed | {"wall_time_s": None}
+    out = _train_time(tmp_path, old)
+    assert out["wall_time_s"] == round(20 * 10 / 75.0, 2) and "wall_time_estimated" in out

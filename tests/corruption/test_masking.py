@@ -42,3 +42,42 @@ def test_masked_mean_counts_only_selected_tokens():
     v = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     m = torch.tensor([[True, False, True], [False, False, True]])
     assert masked_mean(v, m).item() == pytest.approx((1 + 3 + 6) / 3)
+
+
+def test_block_masking_with_one_token_blocks_is_random_masking():
+    from byon.corruption.masking import block_masking
+
+    a = block_masking(5, 7, 1, 0.6, torch.Generator().manual_seed(4))
+    assert torch.equal(a, random_masking(5, 49, 0.6, torch.Generator().manual_seed(4)).mask)
+    assert (a.sum(1) == 30).all()  # SimMIM's ceil(49 · 0.6)
+
+
+def test_block_masking_masks_whole_cropped_blocks():
+    from byon.corruption.masking import block_masking
+
+    m = block_masking(6, 7, 2, 0.6, torch.Generator().manual_seed(0)).view(6, 7, 7)
+    padded = torch.zeros(6, 8, 8, dtype=torch.bool)
+    padded[:, :7, :7] = m
+    blocks = padded.view(6, 4, 2, 4, 2)
+    # every 2×2 block is all-masked or all-visible (within the grid), and 16 − int(16·0.4) = 10 blocks are masked
+    inside = torch.zeros(8, 8, dtype=torch.bool)
+    inside[:7, :7] = True
+    per_block = blocks.sum(dim=(2, 4))
+    size = inside.view(4, 2, 4, 2).sum(dim=(1, 3))
+    assert ((per_block == 0) | (per_block == size)).all()
+    assert ((per_block == size) & (per_block > 0)).sum(dim=(1, 2)).eq(10).all()
+    with pytest.raises(ByonError):
+        block_masking(1, 7, 0, 0.6)
+
+
+def test_token_mask_from_a_hand_built_mask():
+    from byon.corruption.masking import token_mask
+
+    mask = torch.tensor([[True, False, True, False], [False, False, True, True]])
+    m = token_mask(mask)
+    assert m.ids_keep.tolist() == [[1, 3], [0, 1]]
+    x = torch.arange(4.0).view(1, 4, 1).expand(2, 4, 1)
+    restored = restore_tokens(gather_tokens(x, m.ids_keep), torch.full((1, 1, 1), -1.0), m.ids_restore)
+    assert torch.equal(restored[..., 0], torch.where(mask, -1.0, x[..., 0]))
+    with pytest.raises(ValueError):
+        token_mask(torch.tensor([[True, False], [False, False]]))

@@ -90,3 +90,31 @@ def test_keeps_the_last_k_step_checkpoints_and_a_last_pointer(straight):
     # steps 3..12 saved (3, 4, 6, 8, 9, 12); keep_last=3 keeps the newest three
     assert names == ["epoch=0001-step=00000008.ckpt", "epoch=0002-step=00000009.ckpt",
                      "epoch=0002-step=00000012.ckpt", "last.ckpt"]
+
+
+def test_resumed_run_sums_training_time_over_segments(tmp_path):
+    run = tmp_path / "run"
+    assert pretrain("mae", run, "--max-steps", "6") == 0
+    first = final_state(run)["byon"]["train_time_s"]
+    assert first > 0 and final_state(run)["byon"]["segments"] == 1
+    assert pretrain("mae", run, "--resume", "auto") == 0
+    summary = __import__("json").loads((run / "summary.json").read_text())
+    assert summary["segments"] == 2
+    assert summary["wall_time_s"] >= first + 0.5 * summary["segment_wall_time_s"]
+    assert final_state(run)["byon"]["train_time_s"] > first
+
+
+def test_resume_whose_checkpoint_callback_state_is_foreign_still_writes_last_ckpt(tmp_path):
+    """A checkpoint whose ModelCheckpoint state does not load (an older byon named the callback differently)
+    must not leave a stale last.ckpt beside a new last-v1.ckpt: --resume auto would pick the stale one."""
+    run = tmp_path / "run"
+    assert pretrain("mae", run, "--max-steps", "6") == 0
+    path = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt["callbacks"] = {k.replace("RunCheckpoint", "ModelCheckpoint"): v for k, v in ckpt["callbacks"].items()}
+    torch.save(ckpt, path)
+    assert pretrain("mae", run, "--resume", "auto", "--max-steps", "9") == 0
+    assert not list((run / "checkpoints").glob("last-v*.ckpt"))
+    assert final_state(run)["global_step"] == 9
+    assert pretrain("mae", run, "--resume", "auto") == 0
+    assert losses(run)[-1][0] == 11

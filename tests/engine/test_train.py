@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from byon.cli import main
@@ -40,6 +42,15 @@ def test_pretrain_then_eval_from_the_cli(tmp_path, capsys):
     assert main(["eval", "linear", "--run", str(run), "--json", "--linear-epochs", "2"]) == 0
     assert "top1" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (run / "eval" / "knn-synthetic.json").is_file()
+
+
+@pytest.mark.parametrize("method", ["mae", "byon"])
+def test_rgb_images_pretrain(tmp_path, method):
+    """Three-channel data through the whole step (per-channel normalisation, augmentation, saliency)."""
+    run = tmp_path / "rgb"
+    args = [a if a != "synthetic" else "synthetic-rgb" for a in TINY]
+    assert main(["pretrain", "--method", method, "--epochs", "1", "--max-steps", "2", *args, "--out", str(run)]) == 0
+    assert len(losses(run)) == 2 and all(math.isfinite(x) for x in losses(run))
 
 
 def test_resume_continues_the_identical_loss_sequence(tmp_path):

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from byon.errors import ByonError
-from byon.eval.features import cached_features, extract_features
+from byon.eval.features import cached_features, extract_features, last_blocks_cls
+from byon.nn.vit import EncoderShape, ViTEncoder
 
 
 def _images(n: int = 13) -> Tensor:
@@ -87,3 +88,29 @@ def test_cache_survives_a_corrupt_file_and_a_failed_compute(tmp_path: Path) -> N
     with pytest.raises(RuntimeError):
         cached_features(path, "other", boom)
     assert torch.equal(cached_features(path, "k", boom)["f"], torch.ones(2))  # old cache intact
+
+
+def test_last_blocks_cls_is_each_blocks_normed_cls_and_ends_with_the_final_cls() -> None:
+    torch.manual_seed(0)
+    enc = ViTEncoder(EncoderShape(img_size=8, in_chans=1, patch_size=4, embed_dim=8, depth=3, num_heads=2,
+                                  mlp_ratio=2.0)).eval()
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        out = last_blocks_cls(enc, 2)(x)
+        assert out.keys() == {"cls2"} and out["cls2"].shape == (5, 16)
+        torch.testing.assert_close(out["cls2"][:, 8:], enc.features(x)["cls"])  # the last block's = final cls
+        block1 = enc.blocks[1](enc.blocks[0](enc.embed(x)))
+        torch.testing.assert_close(out["cls2"][:, :8], enc.norm(block1)[:, 0])
+        assert last_blocks_cls(enc, 9)(x).keys() == {"cls3"}  # capped at the depth
+    with pytest.raises(ByonError):
+        last_blocks_cls(enc, 0)
+
+
+def test_last_blocks_feature_of_an_encoder_without_cls_is_the_mean_patch_token() -> None:
+    torch.manual_seed(0)
+    enc = ViTEncoder(EncoderShape(img_size=8, in_chans=1, patch_size=4, embed_dim=8, depth=3, num_heads=2,
+                                  mlp_ratio=2.0), class_token=False).eval()
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        out = last_blocks_cls(enc, 2)(x)["cls2"]
+        torch.testing.assert_close(out[:, 8:], enc.features(x)["mean"])

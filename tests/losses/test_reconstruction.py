@@ -27,3 +27,15 @@ def test_unselected_tokens_do_not_count():
     torch.testing.assert_close(masked_mse(pred + 50.0 * (~sel).unsqueeze(-1), target, sel), base)
     assert masked_mse(pred + 1.0 * sel.unsqueeze(-1), target, sel) != base
     assert masked_mse(pred, target, torch.zeros(2, 6, dtype=torch.bool)).item() == 0.0
+
+
+def test_hand_computed_masked_l1_is_simmims_per_value_mean():
+    from byon.losses import masked_l1, token_l1
+
+    pred = torch.tensor([[[1.0, -1.0], [2.0, 0.0], [5.0, 9.0]]])
+    target = torch.zeros(1, 3, 2)
+    torch.testing.assert_close(token_l1(pred, target), torch.tensor([[1.0, 1.0, 7.0]]))
+    sel = torch.tensor([[True, False, True]])
+    # SimMIM: Σ |error| over masked values / number of masked values = (1 + 1 + 5 + 9) / 4
+    torch.testing.assert_close(masked_l1(pred, target, sel), torch.tensor(4.0))
+    assert masked_l1(pred, target, torch.zeros(1, 3, dtype=torch.bool)) == 0

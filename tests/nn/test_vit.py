@@ -41,6 +41,7 @@ def test_state_dict_loads_into_plain_timm_vit_with_identical_features(enc):
     x = torch.randn(3, 1, 28, 28)
     torch.testing.assert_close(timm_vit.forward_features(x), enc.forward_encoder(x))
     torch.testing.assert_close(timm_vit(x), enc.features(x)["cls"])
+    torch.testing.assert_close(enc(x), timm_vit(x))  # timm's own forward on our subclass (a classifier head path)
 
 
 def test_pos_embed_is_fixed_sincos_with_zero_cls_slot(enc):

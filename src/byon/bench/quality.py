@@ -44,6 +44,26 @@ def _env() -> dict[str, Any]:
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The run's training wall time and images/s. For a resumed run the summary's images/s covers only the last
+    segment, so it comes from the images/s logged over the whole run; a run resumed from a checkpoint older than
+    the engine's time keeping has no total time either: it is then steps × global batch / that mean, marked."""
+    out = {"wall_time_s": summary.get("wall_time_s"), "images_per_s": summary["images_per_s"]}
+    if summary.get("segments", 1) == 1 and out["wall_time_s"] is not None:
+        return out
+    import csv
+
+    with (run / "logs" / "metrics.csv").open() as f:
+        rates = [float(r["train/images_per_s"]) for r in csv.DictReader(f) if r.get("train/images_per_s")]
+    if not rates:
+        return out
+    out |= {"images_per_s": round(sum(rates) / len(rates), 2), "segments": summary.get("segments")}
+    if out["wall_time_s"] is None:
+        out |= {"wall_time_s": round(summary["steps"] * summary["global_batch"] / out["images_per_s"], 2),
+                "wall_time_estimated": "steps x global batch / mean images/s logged over the run"}
+    return out
+
+
 def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None) -> dict[str, Any]:
     from byon.eval.frozen import evaluate, evaluate_lowshot
 
@@ -97,7 +117,7 @@ def run_method(method: str | None, seed: int, protocol: str, runs: Path, results
         train(cfg, run, resume="auto" if (run / "checkpoints" / "last.ckpt").is_file() else None)
     summary = json.loads((run / "summary.json").read_text())
     record = {"name": name, "method": method, "protocol": protocol, "seed": seed, "config": cfg.to_dict(),
-              "run_dir": str(run), "wall_time_s": summary["wall_time_s"], "images_per_s": summary["images_per_s"],
+              "run_dir": str(run), **_train_time(run, summary),
               "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
               "metrics": _frozen_metrics(run, p, seed, root)} | _env()
     out_json.parent.mkdir(parents=True, exist_ok=True)

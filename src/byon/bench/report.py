@@ -15,6 +15,9 @@ COLUMNS = [  # (metric key, header)
 ]
 
 
+REFERENCE_ROWS = ("random-init", "supervised")  # listed after the pretraining methods
+
+
 def _ms(xs: list[float], digits: int = 2) -> str:
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -43,10 +46,12 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
             runs[r["name"]].append(r)
     head = "| run | seeds | " + " | ".join(h for _, h in COLUMNS) + " | wall min | images/s | GFLOPs/img |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 5)]
-    for name in sorted(runs, key=lambda n: (n == "random-init", n)):
+    for name in sorted(runs, key=lambda n: (n in REFERENCE_ROWS, n)):
         rs = sorted(runs[name], key=lambda r: r["seed"])
         cells = [_ms([r["metrics"].get(k) for r in rs]) for k, _ in COLUMNS]
-        wall = _ms([r["wall_time_s"] / 60 for r in rs], 1)
+        wall = _ms([r["wall_time_s"] / 60 if r.get("wall_time_s") is not None else None for r in rs], 1)
+        if any(r.get("wall_time_estimated") for r in rs):
+            wall += "*"
         ips = _ms([r["images_per_s"] for r in rs], 0)
         gfl = _ms([r["flops_per_image"] / 1e9 if r.get("flops_per_image") else None for r in rs], 3)
         seeds = ",".join(str(r["seed"]) for r in rs)
@@ -58,7 +63,9 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def plot_accuracy_vs_time(records: list[dict[str, Any]], path: Path) -> None:
+def plot_accuracy(records: list[dict[str, Any]], path: Path, x: str) -> None:
+    """Linear-probe top-1 of every run against its pretraining wall time (`x="time"`) or FLOPs (`x="flops"`:
+    training FLOPs/image, forward + backward, × images seen)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -66,11 +73,18 @@ def plot_accuracy_vs_time(records: list[dict[str, Any]], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for r in records:
-        if r["name"] in ("pixels",) or not r.get("wall_time_s"):
+        if r["name"] == "pixels":
             continue
-        ax.scatter(r["wall_time_s"] / 60, r["metrics"]["linear"], label=f"{r['name']} s{r['seed']}")
-        ax.annotate(r["name"], (r["wall_time_s"] / 60, r["metrics"]["linear"]), fontsize=8)
-    ax.set_xlabel("pretraining wall time (min)")
+        if x == "time":
+            v = r["wall_time_s"] / 60 if r.get("wall_time_s") else None
+        else:
+            imgs = r.get("steps", 0) * r.get("config", {}).get("train", {}).get("batch_size", 0)
+            v = r["flops_per_image"] * imgs / 1e15 if r.get("flops_per_image") and imgs else None
+        if v is None:
+            continue
+        ax.scatter(v, r["metrics"]["linear"], label=f"{r['name']} s{r['seed']}")
+        ax.annotate(r["name"], (v, r["metrics"]["linear"]), fontsize=8)
+    ax.set_xlabel("pretraining wall time (min)" if x == "time" else "pretraining compute (PFLOP, forward + backward)")
     ax.set_ylabel("linear probe top-1 (%)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -87,9 +101,41 @@ def render(results: Path, out: Path) -> Path:
                   "default feature (`cls` or `mean`), the other columns name theirs. Mean ± std over seeds.", ""]
         lines += protocol_table(records)
         lines += ["", "Measured on: " + "; ".join(f"{h}, torch {t}, commit {c}" for h, t, c in envs), ""]
-        png = out.parent / f"{protocol}-accuracy-vs-time.png"
-        plot_accuracy_vs_time(records, png)
-        lines += [f"![accuracy vs wall time]({png.name})", ""]
+        if any(r.get("wall_time_estimated") for r in records):
+            lines += ["\\* resumed from a checkpoint that predates the engine's time keeping: steps × batch / the "
+                      "mean images/s logged over the run.", ""]
+        for x, what in (("time", "wall time"), ("flops", "FLOPs")):
+            png = out.parent / f"{protocol}-accuracy-vs-{x}.png"
+            plot_accuracy(records, png, x)
+            lines += [f"![accuracy vs {what}]({png.name})", ""]
+    lines += speed_sections(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def speed_sections(results: Path) -> list[str]:
+    """`byon bench speed` records (results/speed-cpu/, speed-gpu/): one table per folder."""
+    from byon.bench.speed import speed_table
+
+    lines = []
+    for folder in sorted(results.glob("speed-*")):
+        records = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+        records = [r for r in records if "speed" in r]
+        if not records:
+            continue
+        envs = sorted({(r.get("hardware"), r.get("torch"), (r.get("commit") or "")[:8], r["protocol"],
+                        r["precision"]) for r in records})
+        steps = sorted({(r["speed"]["warmup_steps"], r["speed"]["timed_steps"]) for r in records})
+        lines += [f"## Speed: {folder.name}", "",
+                  "Steady-state training through the engine (warm-up steps excluded), training FLOPs per image "
+                  "(forward + backward, `torch.utils.flop_counter`), and the matmul ceiling measured in the same "
+                  "process with the same threads: a square GEMM at the model's MLP width and a large one. "
+                  "`achieved / ceiling` uses the higher of the two; MFU is against the card's dense bf16 peak. "
+                  "Feature extraction covers the train + test splits; kNN and linear probe run on those features.",
+                  ""]
+        lines += speed_table(records)
+        lines += ["", "Measured on: " + "; ".join(f"{h}, torch {t}, commit {c}, protocol {p}, {prec}"
+                                                  for h, t, c, p, prec in envs)
+                  + "; warm-up / timed steps: " + ", ".join(f"{w} / {n}" for w, n in steps), ""]
+    return lines

@@ -61,3 +61,34 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of per-token values (B, N) over tokens where mask (B, N) is True; 0 when none are."""
     m = mask.to(values.dtype)
     return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def block_masking(batch: int, grid: int, block: int, ratio: float, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """SimMIM's mask generator on a grid × grid token map → (B, grid²) bool, True = masked.
+
+    The map is tiled by G × G mask-patches of block × block tokens (G = ceil(grid / block); patches overhanging
+    the edge are cropped); as in `random_masking`, int(G²·(1 − ratio)) of them stay visible and the rest are
+    masked. block = 1 is random token masking and gives exactly `random_masking(...).mask` for the same draw.
+    """
+    check_ratio(ratio)
+    if block < 1:
+        raise ByonError(f"mask-patch size must be at least 1 token, got {block}")
+    G = -(-grid // block)
+    keep = int(G * G * (1 - ratio))
+    noise = torch.rand(batch, G * G, generator=generator, device=device)
+    rank = noise.argsort(dim=1).argsort(dim=1)  # the patches with the `keep` smallest draws stay visible
+    mask = (rank >= keep).view(batch, G, G)
+    mask = mask.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)[:, :grid, :grid]
+    return mask.reshape(batch, grid * grid)
+
+
+def token_mask(mask: Tensor) -> TokenMask:
+    """The TokenMask of a given (B, N) bool mask (True = masked) with the same number of visible tokens in every
+    image; ids_keep lists the visible tokens in ascending order."""
+    keep = (~mask).sum(dim=1)
+    if keep.numel() and not bool((keep == keep[0]).all()):
+        raise ValueError("token_mask needs the same number of visible tokens in every image")
+    ids_shuffle = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)  # visible first, each in index order
+    K = int(keep[0]) if keep.numel() else 0
+    return TokenMask(ids_keep=ids_shuffle[:, :K], ids_restore=torch.argsort(ids_shuffle, dim=1), mask=mask)

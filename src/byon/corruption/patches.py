@@ -31,3 +31,9 @@ def norm_pix(target: Tensor, eps: float = 1e-6) -> Tensor:
     mean = target.mean(dim=-1, keepdim=True)
     var = target.var(dim=-1, keepdim=True, unbiased=True)
     return (target - mean) / (var + eps) ** 0.5
+
+
+def denorm_pix(pred: Tensor, reference: Tensor, eps: float = 1e-6) -> Tensor:
+    """Undo `norm_pix` for display: give norm-pix predictions (B, N, P) the per-patch mean/var of `reference`
+    (B, N, P), the patchified input, as MAE's visualisation does."""
+    return pred * (reference.var(dim=-1, keepdim=True) + eps) ** 0.5 + reference.mean(dim=-1, keepdim=True)

@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 LUMA = (0.299, 0.587, 0.114)
 
 
-def _channel_vec(values: Sequence[float], x: Tensor, what: str) -> Tensor:
-    """(C, 1, 1) float32 on x's device; len(values) must match x's channel dim (-3)."""
-    if len(values) != x.shape[-3]:
-        raise ByonError(f"{what} has {len(values)} channel values but the images have {x.shape[-3]} channels")
+def _channel_vec(values: Sequence[float] | Tensor, x: Tensor, what: str) -> Tensor:
+    """(C, 1, 1) float32 on x's device; len(values) must match x's channel dim (-3). A tensor already on the
+    device is used as it is: building one from numbers is a blocking host-to-device copy (a sync per step)."""
+    n = values.numel() if torch.is_tensor(values) else len(values)
+    if n != x.shape[-3]:
+        raise ByonError(f"{what} has {n} channel values but the images have {x.shape[-3]} channels")
+    if torch.is_tensor(values):
+        return values.to(device=x.device, dtype=torch.float32).view(-1, 1, 1)
     return torch.tensor(list(values), dtype=torch.float32, device=x.device).view(-1, 1, 1)
 
 

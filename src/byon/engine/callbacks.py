@@ -25,6 +25,9 @@ class RunCheckpoint(ModelCheckpoint):
     `every_steps` steps). Both go through the same top-k rotation and `last.ckpt`."""
 
     def __init__(self, *args: Any, every_steps: int | None = None, **kwargs: Any) -> None:
+        # Always overwrite `last.ckpt`: with Lightning's version counter a resume whose callback state did not
+        # load (e.g. a checkpoint from an older byon) writes `last-v1.ckpt` and leaves a stale `last.ckpt`.
+        kwargs.setdefault("enable_version_counter", False)
         super().__init__(*args, **kwargs)
         self.every_steps = every_steps
 

@@ -31,11 +31,17 @@ def make_target(online: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(pairs: Iterable[tuple[nn.Module, nn.Module]], momentum: float) -> None:
-    """target ← m·target + (1−m)·online for every parameter; buffers (e.g. BN stats) are copied."""
+def ema_update(pairs: Iterable[tuple[nn.Module, nn.Module]], momentum: float | torch.Tensor) -> None:
+    """target ← m·target + (1−m)·online for every parameter; buffers (e.g. BN stats) are copied.
+    A 0-dim tensor momentum on the parameters' device is applied without reading it on the host."""
     for online, target in pairs:
         o_params = [p for p in online.parameters()]
         t_params = [p for p in target.parameters()]
-        torch._foreach_lerp_(t_params, [p.detach() for p in o_params], 1.0 - momentum)
+        if torch.is_tensor(momentum):  # _foreach_lerp_ would take it as a Scalar (.item(): a device sync)
+            delta = torch._foreach_sub([p.detach() for p in o_params], t_params)
+            torch._foreach_mul_(delta, 1.0 - momentum)
+            torch._foreach_add_(t_params, delta)
+        else:
+            torch._foreach_lerp_(t_params, [p.detach() for p in o_params], 1.0 - momentum)
         for ob, tb in zip(online.buffers(), target.buffers()):
             tb.copy_(ob)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import torch
 
 import byon
 from byon.config import RunConfig, build_config, save_config
+from byon.data.loader import BatchLoader
 from byon.engine.checkpoint import read_checkpoint, remove_stale_temp_files
 from byon.engine.context import DataInfo
 from byon.errors import ByonError
@@ -53,6 +56,52 @@ def build_method(cfg: RunConfig, info: DataInfo) -> tuple[torch.nn.Module, Encod
     return method, shape
 
 
+def compile_blocks(method: torch.nn.Module) -> int:
+    """`train.compile`: torch.compile every transformer block in place (regional compilation) and return how
+    many. Blocks hold nearly all the FLOPs and repeat, so one compiled graph serves each kind; the corruption
+    code around them draws from a `torch.Generator`, which would only break a whole-method graph. The
+    modules stay in place, so state-dict keys and checkpoints are unchanged."""
+    n = 0
+    for m in method.modules():
+        blocks = getattr(m, "blocks", None)
+        if isinstance(blocks, torch.nn.ModuleList | torch.nn.Sequential):  # timm keeps its blocks in a Sequential
+            for blk in blocks:
+                blk.compile()
+                n += 1
+    return n
+
+
+class RunLoader(BatchLoader):
+    """The training loader. `stage(device)` runs once the process knows its device: on CUDA a dataset that
+    fits (≤ `max_fraction` of the GPU's memory) is copied to the GPU once, so batches are sliced and
+    augmented there with no per-step transfer; a larger one hands each batch over in pinned memory, so
+    Lightning's `non_blocking` copy is asynchronous. On CPU nothing changes."""
+
+    max_fraction = 0.2
+    pin = False
+
+    def stage(self, device: torch.device) -> str:
+        """→ "cpu", "device" (dataset on the GPU) or "pinned"."""
+        images = self.data.images
+        if device.type != "cuda":
+            return "cpu"
+        if images.device != device:
+            _, total = torch.cuda.mem_get_info(device)
+            if images.numel() * images.element_size() > self.max_fraction * total:
+                self.pin = True
+                return "pinned"
+            self.data = dataclasses.replace(self.data, images=images.to(device))
+            self.labels = self.labels.to(device)
+        return "device"
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not self.pin:
+            yield from super().__iter__()
+            return
+        for images, labels in super().__iter__():
+            yield images.pin_memory(), labels.pin_memory()
+
+
 def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, batch: int = 4) -> float:
     """Training FLOPs (forward + backward) per image, counted by torch.utils.flop_counter on one step."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -71,9 +120,11 @@ def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, bat
 
 
 def find_checkpoint(run_dir: Path) -> Path:
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if ckpt.is_file():
-        return ckpt
+    # `last.ckpt`, or the newest `last-vN.ckpt` that older versions (Lightning's version counter) could leave
+    lasts = sorted((run_dir / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) \
+        if (run_dir / "checkpoints").is_dir() else []
+    if lasts:
+        return lasts[-1]
     others = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
     if others:
         return others[-1]
@@ -126,16 +177,19 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
-    """Pretrain `cfg.method` into run directory `out`; returns it."""
+def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks: tuple = ()) -> Path:
+    """Pretrain `cfg.method` into run directory `out`; returns it. `callbacks`: extra Lightning callbacks
+    (e.g. the speed benchmark's step timer)."""
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities import rank_zero_info
 
-    from byon.data import BatchLoader, channel_stats, data_info, load_dataset
+    from byon.data import channel_stats, data_info, load_dataset
     from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
     from byon.engine.logging import ResumableCSVLogger
     from byon.engine.module import PretrainModule
+    from byon.engine.monitor import online_monitor
 
     out = Path(out)
     if cfg.train.num_threads:
@@ -158,6 +212,8 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
             raise ByonError(f"--resume: checkpoint '{ckpt_path}' not found; give a .ckpt file or 'auto'")
     if ckpt_path:
         resume_step = check_compatible(cfg, ckpt_path)
+    if hasattr(method, "setup_data"):  # data-fitted buffers (l-DAE's PCA basis): fitted once, then checkpointed
+        load_buffers(method, ckpt_path) if ckpt_path else method.setup_data(data)
 
     accelerator = cfg.train.accelerator
     precision = cfg.train.precision
@@ -168,9 +224,16 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
         raise ByonError(f"precision '{precision}' needs a CUDA GPU (bf16 on CPU is ~100x slower); use 32-true")
 
     world = int(cfg.train.devices) * cfg.train.num_nodes if str(cfg.train.devices).isdigit() else 1
-    loader = BatchLoader(data, cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
-                         rank=int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))) if world > 1 else 0,
-                         world_size=world)
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    if str(cfg.train.strategy).startswith("fsdp") and hasattr(method, "ema_pairs") and method.ema_pairs():
+        raise ByonError(f"--strategy {cfg.train.strategy} shards the parameters, but {cfg.method}'s EMA teacher update "
+                        f"pairs whole online and target tensors; use --strategy ddp for {cfg.method}")
+    if cfg.train.sync_bn and on_cpu and (world > 1 or str(cfg.train.devices) == "-1"):
+        raise ByonError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernels); "
+                        "drop train.sync_bn for CPU processes")
+    loader = RunLoader(data, cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
+                       rank=int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))) if world > 1 else 0,
+                       world_size=world)
     module = PretrainModule(cfg, method, info)
 
     # Step-interval checkpoints can fall in the same epoch, so their names carry the step.
@@ -185,7 +248,9 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
         trainer = L.Trainer(
             accelerator=accelerator, devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
             strategy=cfg.train.strategy, precision=precision, max_epochs=cfg.train.epochs,
-            max_steps=cfg.train.max_steps or -1, logger=loggers, callbacks=[ckpt_cb],
+            max_steps=cfg.train.max_steps or -1, logger=loggers,
+            callbacks=[ckpt_cb, *callbacks, *online_monitor(cfg, info)],
+            sync_batchnorm=cfg.train.sync_bn,
             plugins=[AtomicCheckpointIO()], log_every_n_steps=cfg.train.log_every_n_steps,
             enable_progress_bar=cfg.train.progress, gradient_clip_val=cfg.optim.grad_clip,
             use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -201,9 +266,16 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
     loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
     module.loader = loader
 
+    global_batch = cfg.train.batch_size * trainer.world_size
+    lr = PretrainModule.scaled_lr(cfg, trainer.world_size)
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
+        rank_zero_info(f"global batch {global_batch} = {cfg.train.batch_size} per device x {trainer.world_size} "
+                       f"processes; lr {lr:.4g} = " + ("optim.lr" if cfg.optim.lr is not None else
+                       f"optim.blr {cfg.optim.blr:g} x {global_batch} / {cfg.optim.lr_scale_batch}"))
     flops = flops_per_image(method, info, cfg) if trainer.is_global_zero else None
+    if cfg.train.compile:  # after the FLOP count, which runs eagerly on a copy
+        compile_blocks(method)
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     wall = time.perf_counter() - t0
@@ -221,7 +293,9 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
         summary = {
             "method": cfg.method, "dataset": cfg.data.dataset, "model": cfg.model.preset,
             "encoder": shape.__dict__, "epochs": cfg.train.epochs, "steps": trainer.global_step,
-            "global_batch": cfg.train.batch_size * trainer.world_size, "wall_time_s": round(wall, 2),
+            "global_batch": global_batch, "per_device_batch": cfg.train.batch_size, "lr": lr,
+            "wall_time_s": _finite(module.train_time_s()),
+            "segment_wall_time_s": round(wall, 2), "segments": module.segments,
             "images_per_s": _finite(module.steady_images_per_s()), "flops_per_image": flops,
             "skipped_steps": module.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
             "precision": precision, "world_size": trainer.world_size,
@@ -232,6 +306,15 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None) -> Path:
 
 def _finite(x: float) -> float | None:
     return None if x != x else round(x, 2)
+
+
+def load_buffers(method: torch.nn.Module, ckpt_path: str) -> None:
+    """A resumed method's saved buffers, loaded before anything runs it (the FLOP count does, ahead of
+    `trainer.fit`, which loads the rest)."""
+    state = read_checkpoint(ckpt_path)["state_dict"]
+    names = {n for n, _ in method.named_buffers()}
+    method.load_state_dict({k: v for k, v in ((k.removeprefix("method."), v) for k, v in state.items())
+                            if k in names}, strict=False)
 
 
 def check_compatible(cfg: RunConfig, ckpt_path: str) -> int:

@@ -55,6 +55,38 @@ def extract_features(fn: FeatureFn, images: Tensor, mean: Sequence[float] | Tens
     return {key: torch.cat(chunks) for key, chunks in parts.items()}
 
 
+def eval_encoder(method: torch.nn.Module) -> torch.nn.Module:
+    """The encoder a method is evaluated with: `method.eval_encoder()`, else `method.encoder`."""
+    return method.eval_encoder() if hasattr(method, "eval_encoder") else method.encoder
+
+
+def feature_fn(method: torch.nn.Module) -> FeatureFn:
+    """The method's frozen-eval features {'cls', 'mean'}: its own `features`, else its eval encoder's."""
+    return method.features if hasattr(method, "features") else eval_encoder(method).features
+
+
+def last_blocks_cls(encoder: torch.nn.Module, n: int) -> FeatureFn:
+    """DINOv2's multi-block feature: {f'cls{n}': (B, n·D)}, the CLS token after each of the encoder's last n
+    blocks, each through the final norm (as the last block's output is), concatenated oldest block first.
+
+    `encoder` is a `ViTEncoder` (its `embed` / `forward_tokens` hooks); n is capped at its depth. An encoder
+    without a CLS token contributes each block's normed, mean-pooled patch tokens instead.
+    """
+    depth = len(encoder.blocks)
+    if n < 1:
+        raise ByonError(f"the number of last blocks must be >= 1, got {n}")
+    n = min(n, depth)
+    layers = list(range(depth - n, depth))
+
+    def fn(images: Tensor) -> dict[str, Tensor]:
+        _, inter, _ = encoder.forward_tokens(encoder.embed(images), return_layers=layers, norm=False)
+        if getattr(encoder, "cls_token", None) is None:  # no CLS (I-JEPA): each block's mean patch token
+            return {f"cls{n}": torch.cat([encoder.norm(inter[i]).mean(dim=1) for i in layers], dim=1)}
+        return {f"cls{n}": torch.cat([encoder.norm(inter[i][:, 0]) for i in layers], dim=1)}
+
+    return fn
+
+
 def cached_features(path: Path, key: str, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
     """Features stored at `path` when they were saved under `key`; else `compute()`, save, return them.
 

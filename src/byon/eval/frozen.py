@@ -22,26 +22,41 @@ def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int)
 
 def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None = None,
                  subset: int | None = None, seed: int = 0, batch_size: int = 512,
-                 device: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/."""
+                 device: str | None = None, blocks: int = 1) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/.
+
+    blocks > 1 adds f'cls{n}' (N, n·D), n = min(blocks, depth): the CLS tokens of the last n blocks
+    (`last_blocks_cls`), cached in a file of its own beside the base one (so existing caches stay valid).
+    """
     from byon.data import load_dataset
-    from byon.eval.features import cached_features, extract_features
+    from byon.eval.features import cached_features, eval_encoder, extract_features, feature_fn, last_blocks_cls
 
     run_dir = Path(run_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg, method = load_run(run_dir)
     info = method.data_info
-    data = load_dataset(dataset, split, root=root, subset=subset if split == "train" else None, seed=seed)
+    # the run's resize (imagefolder runs with data.image_size) applies to whatever it is evaluated on
+    data = load_dataset(dataset, split, root=root, subset=subset if split == "train" else None, seed=seed,
+                        image_size=cfg.data.image_size)
     if data.in_chans != info.in_chans or data.img_size != info.img_size:
         raise ByonError(f"dataset '{dataset}' has {data.in_chans}x{data.img_size}px images but the run's encoder "
                         f"expects {info.in_chans}x{info.img_size}px; evaluate on data shaped like the training data")
     method = method.to(device)
-    fn = method.features if hasattr(method, "features") else method.eval_encoder().features
-    digest = hashlib.sha1(_key(run_dir, dataset, split, subset, seed).encode()).hexdigest()[:10]
-    path = run_dir / "features" / f"{dataset}-{split}-{subset or 'all'}-{digest}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    feats = cached_features(path, digest, lambda: extract_features(fn, data.images, info.mean, info.std,
-                                                                   batch_size=batch_size, device=device))
+    key = _key(run_dir, dataset, split, subset, seed)
+    stem = f"{dataset}-{split}-{subset or 'all'}"
+
+    def cached(fn, tag: str = "") -> dict[str, torch.Tensor]:
+        digest = hashlib.sha1((key + (f":{tag}" if tag else "")).encode()).hexdigest()[:10]
+        path = run_dir / "features" / f"{stem}{'-' + tag if tag else ''}-{digest}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cached_features(path, digest, lambda: extract_features(fn, data.images, info.mean, info.std,
+                                                                      batch_size=batch_size, device=device))
+
+    feats = cached(feature_fn(method))
+    if blocks > 1:
+        encoder = eval_encoder(method)
+        n = min(blocks, len(encoder.blocks))
+        feats = feats | cached(last_blocks_cls(encoder, n), f"cls{n}")
     return feats, data.labels
 
 
@@ -88,17 +103,30 @@ def lowshot_indices(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor
     return torch.cat(picks)
 
 
-def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] = (10, 100), draws: int = 3,
+def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] = (10, 100), draws: int = 5,
                      root: str | None = None, seed: int = 0, epochs: int = 100) -> dict[str, Any]:
-    """Linear probe on n labelled images per class, mean ± std over `draws` seeded draws."""
+    """Linear probe on n labelled images per class, mean ± std over `draws` seeded draws.
+
+    Draw d of a shot count takes `lowshot_indices(train_y, n, seed·1000 + d)` and a probe seeded d, so the
+    draws are the same for every run (runs are compared on the same images). Writes and returns
+    {str(n): {feature: {"mean", "std", "draws"}}, "top1": {str(n): the default feature's mean}, ...}.
+    """
     from byon.eval.linear import linear_probe
 
+    if not shots or any(n < 1 for n in shots):
+        raise ByonError(f"low-shot needs positive shot counts (images per class), got {list(shots)}")
+    if draws < 1 or epochs < 1:
+        raise ByonError(f"low-shot needs draws >= 1 and epochs >= 1, got {draws} and {epochs}")
     run_dir = Path(run_dir)
     train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed)
     test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; low-shot evaluation needs a labelled dataset")
-    result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "dataset": dataset, "draws": draws}
+    cfg, method = load_run(run_dir)
+    default = getattr(method, "default_feature", "cls")
+    result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
+                              "shots": list(shots), "draws": draws, "epochs": epochs, "seed": seed,
+                              "default_feature": default}
     for n in shots:
         result[str(n)] = {}
         for ft in FEATURE_TYPES:
@@ -112,6 +140,44 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
             t = torch.tensor(accs)
             result[str(n)][ft] = {"mean": float(t.mean()), "std": float(t.std()) if draws > 1 else 0.0,
                                   "draws": accs}
+    result["top1"] = {str(n): result[str(n)][default]["mean"] for n in shots}
     (run_dir / "eval").mkdir(exist_ok=True)
     write_json(run_dir / "eval" / f"lowshot-{dataset}.json", result)
+    return result
+
+
+def grid_features(blocks: int) -> tuple[str, ...]:
+    """The grid's feature types: CLS, mean-pool, the last `blocks` blocks' CLS, and that plus mean-pool."""
+    last = f"cls{blocks}"
+    return ("cls", "mean", last, f"{last}+mean")
+
+
+def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
+                         seed: int = 0, blrs: tuple[float, ...] | None = None, blocks: int = 4,
+                         **kwargs: Any) -> dict[str, Any]:
+    """DINOv2-style linear evaluation: heads for every feature type × base lr trained in one pass over the
+    cached features (`probe_grid`); writes eval/linear-grid-<dataset>.json. `top1` is the best head's."""
+    from byon.eval.features import eval_encoder
+    from byon.eval.linear import GRID_BLRS, probe_grid
+
+    if blocks < 2:
+        raise ByonError(f"the linear grid concatenates the last blocks' CLS tokens; blocks must be >= 2, "
+                        f"got {blocks}")
+    run_dir = Path(run_dir)
+    cfg, method = load_run(run_dir)
+    n = min(blocks, len(eval_encoder(method).blocks))
+    features = grid_features(n)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, blocks=blocks)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, blocks=blocks)
+    if train_y is None or test_y is None:
+        raise ByonError(f"dataset '{dataset}' has no labels; linear evaluation needs a labelled dataset")
+    for f in (train_f, test_f):
+        f[features[3]] = torch.cat([f[features[2]], f["mean"]], dim=1)
+    grid = probe_grid(train_f, train_y, test_f, test_y, features, blrs or GRID_BLRS, seed=seed, **kwargs)
+    result: dict[str, Any] = {"eval": "linear-grid", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
+                              "subset": subset, "seed": seed, "features": list(features), "last_blocks": n,
+                              "blrs": list(blrs or GRID_BLRS), "selected_on": "test",
+                              "top1": grid["best"]["top1"]} | grid
+    (run_dir / "eval").mkdir(exist_ok=True)
+    write_json(run_dir / "eval" / f"linear-grid-{dataset}.json", result)
     return result

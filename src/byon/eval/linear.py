@@ -1,9 +1,10 @@
-"""Linear probe on cached frozen features: BatchNorm1d(affine=False) + Linear, as in MAE."""
+"""Linear probes on cached frozen features: BatchNorm1d(affine=False) + Linear, as in MAE; many heads trained in
+one pass over a grid of features × learning rates, as in DINOv2's linear evaluation."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -50,51 +51,113 @@ def linear_probe(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
     `lr=None` means BASE_LR[optimizer] · batch_size / 256. Returns {"top1", "top5" (when ≥ 5 classes),
     "train_loss" (mean over the last epoch), and the settings}, accuracies in percent.
     """
-    check_split(train_f, train_y, test_f, test_y)
+    if optimizer not in BASE_LR:
+        raise unknown("probe optimizer", optimizer, BASE_LR)
+    lr = BASE_LR[optimizer] * batch_size / 256 if lr is None else lr
+    (r,) = linear_heads({"f": train_f}, train_y, {"f": test_f}, test_y, [("f", lr)], epochs=epochs,
+                        batch_size=batch_size, weight_decay=weight_decay, seed=seed, device=device,
+                        num_classes=num_classes, optimizer=optimizer)
+    out = {k: r[k] for k in ("top1", "top5", "train_loss") if k in r}
+    return out | {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                  "optimizer": optimizer, "seed": seed}
+
+
+def linear_heads(train_f: dict[str, Tensor], train_y: Tensor, test_f: dict[str, Tensor], test_y: Tensor,
+                 heads: Sequence[tuple[str, float]], epochs: int = 30, batch_size: int = 256,
+                 weight_decay: float = 0.0, seed: int = 0, device: torch.device | str = "cpu",
+                 num_classes: int | None = None, optimizer: str = "sgd") -> list[dict]:
+    """Several linear probes trained in one pass over the same minibatches (DINOv2's linear eval).
+
+    train_f / test_f: {feature: (N, D_f)} / {feature: (M, D_f)}; heads: (feature, lr) pairs, each a
+    `probe_head` on that feature with its own lr and cosine schedule. Every head's weights are drawn from a
+    generator seeded `seed` (heads on one feature start identical and differ only in lr); the batch order
+    comes from the generator that initialised the first head, so a single head is exactly `linear_probe`.
+    Returns one {"feature", "lr", "top1", "top5" (when ≥ 5 classes), "train_loss"} per head, in order.
+    """
+    if not heads:
+        raise ByonError("linear_heads needs at least one (feature, lr) head")
+    for ft, _ in heads:
+        if ft not in train_f or ft not in test_f:
+            raise unknown("probe feature", ft, sorted(set(train_f) & set(test_f)))
+        check_split(train_f[ft], train_y, test_f[ft], test_y)
     if optimizer not in BASE_LR:
         raise unknown("probe optimizer", optimizer, BASE_LR)
     if epochs < 1 or batch_size < 1:
         raise ByonError(f"linear probe needs epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
-    if train_f.shape[0] < 2:
+    if train_y.shape[0] < 2:
         raise ByonError("linear probe needs at least 2 training rows (BatchNorm uses batch statistics)")
     C = count_classes(train_y, test_y, num_classes)
-    lr = BASE_LR[optimizer] * batch_size / 256 if lr is None else lr
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
-    head = probe_head(train_f.shape[1], C, gen).to(device)
+    modules = [probe_head(train_f[ft].shape[1], C, gen if i == 0 else torch.Generator().manual_seed(seed))
+               for i, (ft, _) in enumerate(heads)]
+    probes = nn.ModuleList(modules).to(device)
+    groups = [{"params": h.parameters(), "lr": lr} for h, (_, lr) in zip(probes, heads)]
     if optimizer == "sgd":
-        opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(groups, momentum=0.9, weight_decay=weight_decay)
     else:
-        opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    x = train_f.float().to(device)
+        opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    used = list(dict.fromkeys(ft for ft, _ in heads))
+    x = {ft: train_f[ft].float().to(device) for ft in used}
     y = train_y.long().to(device)
-    n = x.shape[0]
+    n = y.shape[0]
     # a last batch of one row would break BatchNorm's batch statistics: drop it (it is reshuffled anyway)
     steps_per_epoch = max(1, n // batch_size + int(n % batch_size > 1))
     total = epochs * steps_per_epoch
     with _single_thread(device):
-        head.train()
+        probes.train()
         step = 0
         for _ in range(epochs):
             perm = torch.randperm(n, generator=gen).to(device)
-            loss_sum = torch.zeros((), device=device)
+            loss_sum = torch.zeros(len(heads), device=device)
             for i in range(steps_per_epoch):
-                for group in opt.param_groups:
+                for group, (_, lr) in zip(opt.param_groups, heads):
                     group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
                 idx = perm[i * batch_size:(i + 1) * batch_size]
-                loss = F.cross_entropy(head(x[idx]), y[idx])
+                batch = {ft: x[ft][idx] for ft in used}
+                losses = torch.stack([F.cross_entropy(h(batch[ft]), y[idx]) for h, (ft, _) in zip(probes, heads)])
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                losses.sum().backward()  # the heads share no parameters: each gets its own loss's gradient
                 opt.step()
-                loss_sum += loss.detach()
+                loss_sum += losses.detach()
                 step += 1
-        head.eval()
+        probes.eval()
         ks = (1, 5) if C >= 5 else (1,)
+        labels = test_y.long().to(device)
+        out = []
         with torch.inference_mode():
-            logits = head(test_f.float().to(device))
-            hits = topk_accuracy(logits, test_y.long().to(device), ks)
-    out = {"top1": 100.0 * hits[0] / test_f.shape[0]}
-    if C >= 5:
-        out["top5"] = 100.0 * hits[1] / test_f.shape[0]
-    return out | {"train_loss": float(loss_sum) / steps_per_epoch, "epochs": epochs, "batch_size": batch_size,
-                  "lr": lr, "weight_decay": weight_decay, "optimizer": optimizer, "seed": seed}
+            for h, (ft, lr), ls in zip(probes, heads, loss_sum.tolist()):
+                hits = topk_accuracy(h(test_f[ft].float().to(device)), labels, ks)
+                r = {"feature": ft, "lr": lr, "top1": 100.0 * hits[0] / labels.shape[0]}
+                if C >= 5:
+                    r["top5"] = 100.0 * hits[1] / labels.shape[0]
+                out.append(r | {"train_loss": ls / steps_per_epoch})
+    return out
+
+
+# base lrs of the DINOv2-style grid (at batch 256, scaled linearly like BASE_LR); BatchNorm in front of every
+# head makes the useful range narrower than DINOv2's 1e-5 … 0.1 for raw features
+GRID_BLRS = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def probe_grid(train_f: dict[str, Tensor], train_y: Tensor, test_f: dict[str, Tensor], test_y: Tensor,
+               features: Sequence[str], blrs: Sequence[float] = GRID_BLRS, batch_size: int = 256,
+               **kwargs) -> dict:
+    """One `linear_heads` pass over the grid features × base lrs (lr = blr · batch_size / 256).
+
+    Returns {"heads": [{"feature", "blr", "lr", "top1", ...}], "best": the head with the highest top-1
+    (first on ties), "best_per_feature": {feature: its best head}}. The best head is picked on the test
+    split, as DINOv2 does on ImageNet-val: an optimistic number, comparable between runs.
+    """
+    if not blrs or any(b <= 0 for b in blrs):
+        raise ByonError(f"the probe grid needs positive base lrs, got {list(blrs)}")
+    grid = [(ft, blr) for ft in features for blr in blrs]
+    heads = linear_heads(train_f, train_y, test_f, test_y, [(ft, blr * batch_size / 256) for ft, blr in grid],
+                         batch_size=batch_size, **kwargs)
+    rows = [{"feature": ft, "blr": blr} | {k: v for k, v in h.items() if k != "feature"}
+            for (ft, blr), h in zip(grid, heads)]
+    best_per = {}
+    for r in rows:
+        if r["feature"] not in best_per or r["top1"] > best_per[r["feature"]]["top1"]:
+            best_per[r["feature"]] = r
+    return {"heads": rows, "best": max(rows, key=lambda r: r["top1"]), "best_per_feature": best_per}

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from byon.corruption.diffusion import SCHEDULES, DDPMSchedule
 from byon.corruption.masking import TokenMask, check_ratio, random_masking
-from byon.corruption.patches import norm_pix, patchify, unpatchify
+from byon.corruption.patches import denorm_pix, norm_pix, patchify, unpatchify
 from byon.corruption.saliency import SALIENCY_SCALES, IANOutput, ian, token_saliency
 from byon.engine.context import DataInfo, StepContext
 from byon.engine.ema import cosine_momentum, make_target
@@ -233,7 +233,7 @@ class BYON(nn.Module):
             if c.ian is not None:
                 logs["y_mean"] = c.ian.y.mean()
             if self.training:
-                self.t_hist += torch.bincount(c.t, minlength=cfg.num_timesteps)
+                self.t_hist.index_add_(0, c.t, torch.ones_like(c.t))  # bincount would sync with the host
         if cfg.contrastive:  # eq. 3, weighted per image by SUE (eqs. 1–2)
             delta_u = self.uncertainty(c, pred, target, eps_hat) if cfg.sue else torch.ones_like(c.eta)
             p = self.predictor(self.projector(tokens[:, 0]))
@@ -268,6 +268,27 @@ class BYON(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """For figures, each (B, C, H, W) in normalised image space: input, corrupted (masked patches grey,
+        visible ones noised), denoised (x̂0 from ε̂ on visible patches), demasked (predicted masked patches) and
+        reconstruction (both together). Norm-pix predictions get each clean patch's own mean/var back."""
+        if self.decoder is None:
+            raise ByonError("this BYON run has neither demask nor denoise on, so it reconstructs nothing")
+        c = self.corrupt(images, generator)
+        pred, eps_hat = self.decode(self.encode(c), c)
+        if self.cfg.norm_pix:
+            pred = denorm_pix(pred, c.x)
+        masked = c.m.mask.unsqueeze(-1)
+        denoised = self.diffusion.predict_x0(c.x_t, c.t, eps_hat, c.eta) if self.cfg.denoise else c.x
+        img = lambda x: unpatchify(x, self.shape.patch_size, self.shape.in_chans)  # noqa: E731
+        out = {"input": images, "corrupted": img(c.x_t.masked_fill(masked, 0))}
+        if self.cfg.denoise:
+            out["denoised"] = img(denoised.masked_fill(masked, 0))
+        if self.cfg.demask:
+            out["demasked"] = img(pred.masked_fill(~masked, 0))
+        return out | {"reconstruction": img(torch.where(masked, pred, denoised))}
 
     def on_run_end(self, run_dir: str | Path) -> None:
         """ian_timesteps.png (appendix C, figure 9) and byon_summary.json from the timestep histogram."""

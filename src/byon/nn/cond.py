@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 
 import torch
@@ -68,6 +69,58 @@ class AdaLNFinal(nn.Module):
         return modulate(self.norm(x), shift, scale)
 
 
+class BlockModulation(nn.Module):
+    """adaLN-Zero for the blocks of an existing timm ViT (MaskDiT conditions the shared `ViTEncoder` this way):
+    per block SiLU → Linear(cond_dim → 6·D), zero-initialised, so every modulated block starts as the identity.
+    The modulation lives outside the encoder, whose state dict stays timm's. forward(c (B, cond_dim)) → one
+    (B, 6·D) modulation per block."""
+
+    def __init__(self, dim: int, depth: int, cond_dim: int | None = None) -> None:
+        super().__init__()
+        self.adaLN_modulation = nn.ModuleList(
+            [nn.Sequential(nn.SiLU(), nn.Linear(cond_dim or dim, 6 * dim)) for _ in range(depth)])
+        for m in self.adaLN_modulation:
+            zero_(m[-1])
+
+    def forward(self, c: Tensor) -> list[Tensor]:
+        return [m(c) for m in self.adaLN_modulation]
+
+
+def modulated_block(block: nn.Module, x: Tensor, mod: Tensor) -> Tensor:
+    """A timm `Block` run as a DiT block: x: (B, L, D); mod: (B, 6·D) = (shift, scale, gate) × (attn, MLP).
+    The block's own LayerNorm affine, LayerScale and drop-path stay in place."""
+    sh1, sc1, g1, sh2, sc2, g2 = _per_token(mod).chunk(6, dim=-1)
+    x = x + block.drop_path1(block.ls1(g1 * block.attn(modulate(block.norm1(x), sh1, sc1))))
+    return x + block.drop_path2(block.ls2(g2 * block.mlp(modulate(block.norm2(x), sh2, sc2))))
+
+
+def forward_modulated(encoder: nn.Module, tokens: Tensor, modulation: BlockModulation, c: Tensor) -> Tensor:
+    """Embedded tokens (B, L, D) through every encoder block under conditioning c (B, cond_dim), then the
+    encoder's final norm → (B, L, D)."""
+    for blk, mod in zip(encoder.blocks, modulation(c)):
+        tokens = modulated_block(blk, tokens, mod)
+    return encoder.norm(tokens)
+
+
+@torch.no_grad()
+def fold_modulation(encoder: nn.Module, modulation: BlockModulation, c: Tensor, input_scale: float = 1.0) -> nn.Module:
+    """A plain copy of a timm ViT whose forward equals `forward_modulated` at one fixed conditioning c
+    (cond_dim,) on inputs multiplied by `input_scale` — so a conditioned encoder probed at a fixed noise level
+    exports as an ordinary timm model. Shift/scale fold into the LayerNorm affine ((w·n + b)(1 + sc) + sh),
+    the gates into the rows of attn.proj and mlp.fc2, the input scale into the patch-embedding weight."""
+    enc = copy.deepcopy(encoder)
+    enc.patch_embed.proj.weight.mul_(input_scale)
+    for blk, mod in zip(enc.blocks, modulation(c.reshape(1, -1))):
+        sh1, sc1, g1, sh2, sc2, g2 = mod[0].chunk(6)
+        for norm, sh, sc in ((blk.norm1, sh1, sc1), (blk.norm2, sh2, sc2)):
+            norm.bias.mul_(1 + sc).add_(sh)
+            norm.weight.mul_(1 + sc)
+        for lin, g in ((blk.attn.proj, g1), (blk.mlp.fc2, g2)):
+            lin.weight.mul_(g[:, None])
+            lin.bias.mul_(g)
+    return enc
+
+
 @torch.no_grad()
 def zero_(layer: nn.Linear) -> None:
     layer.weight.zero_()
@@ -75,4 +128,5 @@ def zero_(layer: nn.Linear) -> None:
         layer.bias.zero_()
 
 
-__all__ = ["AdaLNBlock", "AdaLNFinal", "TimestepEmbedder", "modulate", "zero_"]
+__all__ = ["AdaLNBlock", "AdaLNFinal", "BlockModulation", "TimestepEmbedder", "fold_modulation", "forward_modulated",
+           "modulate", "modulated_block", "zero_"]

@@ -110,25 +110,28 @@ def attention_weights(block: nn.Module, x: Tensor) -> Tensor:
 
 
 class ViTEncoder(VisionTransformer):
-    """ViT with CLS token, fixed 2-D sin-cos positions and MIM hooks.
+    """ViT with CLS token (class_token=False: none, as I-JEPA), fixed 2-D sin-cos positions and MIM hooks.
 
     Hooks: `embed` (mask embedding substitution, keep-index subsets), `forward_tokens` (intermediate
     block outputs, per-block callbacks, attention weights), `features` (CLS / mean-of-patches).
     """
 
-    def __init__(self, shape: EncoderShape) -> None:
+    def __init__(self, shape: EncoderShape, class_token: bool = True) -> None:
+        # class_token=False (I-JEPA): no CLS token or slot — timm's class_token=False, global_pool="avg" layout
         super().__init__(
             img_size=shape.img_size, patch_size=shape.patch_size, in_chans=shape.in_chans, num_classes=0,
-            global_pool="token", embed_dim=shape.embed_dim, depth=shape.depth, num_heads=shape.num_heads,
-            mlp_ratio=shape.mlp_ratio, qkv_bias=True, class_token=True, drop_path_rate=shape.drop_path,
+            global_pool="token" if class_token else "avg", embed_dim=shape.embed_dim, depth=shape.depth,
+            num_heads=shape.num_heads, mlp_ratio=shape.mlp_ratio, qkv_bias=True, class_token=class_token,
+            fc_norm=False, drop_path_rate=shape.drop_path,  # fc_norm=False: the final norm stays per token
         )
         self.shape = shape
-        pe = sincos_2d(shape.embed_dim, shape.grid, shape.grid, cls_token=True)
+        pe = sincos_2d(shape.embed_dim, shape.grid, shape.grid, cls_token=class_token)
         self.pos_embed = nn.Parameter(pe, requires_grad=False)
         init_mae_(self)
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.normal_(self.cls_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
 
     @property
     def num_patches(self) -> int:
@@ -139,7 +142,7 @@ class ViTEncoder(VisionTransformer):
 
     def embed(self, images: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None,
               ids_keep: Tensor | None = None) -> Tensor:
-        """images (B, C, H, W) → tokens (B, 1 + N', D) with positions added.
+        """images (B, C, H, W) → tokens (B, 1 + N', D) with positions added ((B, N', D) without a CLS token).
 
         mask: (B, N) bool, True where the patch embedding is replaced by `mask_token` (1, 1, D).
         ids_keep: (B, K) indices of the patch tokens to keep (MAE-style subset), applied after positions.
@@ -150,15 +153,17 @@ class ViTEncoder(VisionTransformer):
                 raise ValueError("embed: a mask needs a mask_token")
             w = mask.unsqueeze(-1).to(x.dtype)
             x = x * (1 - w) + mask_token.to(x.dtype) * w
-        x = x + self.pos_embed[:, 1:].to(x.dtype)
+        x = x + self.pos_embed[:, self.num_prefix_tokens:].to(x.dtype)
         if ids_keep is not None:
             x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        if self.cls_token is None:
+            return x
         cls = (self.cls_token + self.pos_embed[:, :1]).to(x.dtype).expand(x.shape[0], -1, -1)
         return torch.cat([cls, x], dim=1)
 
     def patch_embeddings(self, images: Tensor) -> Tensor:
         """Patch embeddings + positions of every patch, no CLS. (B, C, H, W) → (B, N, D)."""
-        return self.patch_embed(images) + self.pos_embed[:, 1:].to(images.dtype)
+        return self.patch_embed(images) + self.pos_embed[:, self.num_prefix_tokens:].to(images.dtype)
 
     def forward_tokens(
         self,
@@ -195,12 +200,19 @@ class ViTEncoder(VisionTransformer):
         """images → final-normed tokens (B, 1 + N', D)."""
         return self.forward_tokens(self.embed(images, mask, mask_token, ids_keep))[0]
 
-    def forward_features(self, x: Tensor) -> Tensor:  # timm API, same numbers as timm's
+    def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        """timm API (what timm's `forward` calls), same numbers as timm's; masks belong to `forward_encoder`."""
+        if attn_mask is not None or is_causal:
+            raise ByonError("ViTEncoder takes no attention mask; use forward_encoder(mask=...) for masked images")
         return self.forward_encoder(x)
 
     def features(self, images: Tensor) -> dict[str, Tensor]:
-        """Frozen-eval features: {'cls': (B, D), 'mean': (B, D) mean of patch tokens}."""
+        """Frozen-eval features: {'cls': (B, D), 'mean': (B, D) mean of patch tokens}. Without a CLS token
+        'cls' is the mean as well (timm's pooled output for global_pool="avg")."""
         tokens = self.forward_encoder(images)
+        if self.cls_token is None:
+            mean = tokens.mean(dim=1)
+            return {"cls": mean, "mean": mean}
         return {"cls": tokens[:, 0], "mean": tokens[:, 1:].mean(dim=1)}
 
 

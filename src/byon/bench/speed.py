@@ -1,0 +1,262 @@
+"""`byon bench speed`: how fast each method turns compute into training (benchmarks.md, speed protocol).
+
+Per method, in one process: steady-state training images/s through the real engine (after warm-up steps),
+training FLOPs per image (`torch.utils.flop_counter`), the achieved FLOP/s, and the machine's matmul
+ceiling measured minutes apart at most with the same threads (a square GEMM at the model's MLP width and
+a large one), with their ratio — the CPU analogue of MFU; on CUDA also MFU against the card's dense bf16
+peak. Then feature-extraction images/s and kNN / linear-probe seconds on the protocol's train/test splits,
+and peak memory. One JSON per method under `<results>/speed-cpu/` (`speed-gpu/` on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byon.errors import ByonError, unknown
+
+# Dense bf16 tensor-core peak (TFLOP/s, no sparsity) by device-name substring, first match wins (vendor
+# spec sheets). Unknown cards get no MFU rather than a guess.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0),
+)
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    """FLOP/s of the card's dense bf16 peak, or None for a card not in the table."""
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in device_name:
+            return tflops * 1e12
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(n: int, device: torch.device, dtype: torch.dtype = torch.float32, min_time: float = 0.5) -> float:
+    """Sustained FLOP/s of an (n × n) @ (n × n) product in a loop (after two warm-up products)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        torch.mm(a, b, out=out)
+    _sync(device)
+    iters, t0 = 0, time.perf_counter()
+    while True:
+        torch.mm(a, b, out=out)
+        iters += 1
+        if iters >= 3 and iters & (iters - 1) == 0:  # check the clock at powers of two: few syncs
+            _sync(device)
+            if time.perf_counter() - t0 >= min_time:
+                break
+    return 2 * n**3 * iters / (time.perf_counter() - t0)
+
+
+class _Memory:
+    """Peak memory of what runs between `start()` and `peak_mb()`: on CUDA the allocator's peak; on CPU the
+    process's peak RSS, whose high-water mark Linux lets a process reset (/proc/self/clear_refs), else the
+    lifetime peak (`ru_maxrss`)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.kind = device, "cuda max_memory_allocated"
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        self.before = _status_kb("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS
+            self.kind = "peak RSS (VmHWM, reset before the run)"
+        except OSError:
+            self.kind = "peak RSS of the process (ru_maxrss)"
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.kind.startswith("peak RSS (VmHWM"):
+            return _status_kb("VmHWM") / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def before_mb(self) -> float | None:
+        return None if self.device.type == "cuda" else self.before / 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def step_timer(warmup: int, last: int) -> Any:
+    """A Lightning callback timing optimizer steps warmup+1 … last (device-synchronised at both ends)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class StepTimer(Callback):
+        def __init__(self) -> None:
+            self.t0 = self.t1 = None
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if trainer.global_step in (warmup, last):
+                _sync(pl_module.device)
+                now = time.perf_counter()
+                if trainer.global_step == warmup:
+                    self.t0 = now
+                else:
+                    self.t1 = now
+
+    return StepTimer()
+
+
+def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int, root: str | None = None,
+                 extra: list[str] | None = None, accelerator: str = "auto") -> dict[str, Any]:
+    """Train `method` for warmup + steps steps under `protocol`'s data/model/batch, time it, then time the
+    evaluations on the run's encoder. Returns the record (see the module docstring)."""
+    from byon.bench.quality import PROTOCOLS, _env
+    from byon.config import load_config, parse_set
+    from byon.data import channel_stats, load_dataset
+    from byon.engine.run import load_run, train
+    from byon.eval.features import extract_features, feature_fn
+    from byon.eval.knn import knn_classify
+    from byon.eval.linear import linear_probe
+
+    p = PROTOCOLS[protocol]
+    use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    device = torch.device("cuda") if use_cuda else torch.device("cpu")
+    overrides: dict[str, Any] = {
+        "method": method, "data": {"dataset": p.dataset, "root": root}, "model": {"preset": p.model},
+        "train": {"epochs": p.epochs, "batch_size": p.batch_size, "max_steps": warmup + steps, "progress": False,
+                  "ckpt_every_epochs": 0, "accelerator": "gpu" if use_cuda else "cpu", "devices": 1},
+    }
+    for section, values in parse_set(extra or []).items():
+        overrides.setdefault(section, {}).update(values)
+    cfg = load_config(None, overrides)
+    run = runs / f"{method}"
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)  # a timing run starts fresh: a resumed one would time nothing
+    timer = step_timer(warmup, warmup + steps)
+    mem = _Memory(device)
+    mem.start()
+    train(cfg, run, callbacks=(timer,))
+    peak_mb = mem.peak_mb()
+    summary = json.loads((run / "summary.json").read_text())
+    if timer.t0 is None or timer.t1 is None:
+        raise ByonError(f"bench speed: the run stopped after {summary['steps']} steps, before the timed window "
+                        f"({warmup} warm-up + {steps}); the protocol's data must give that many batches")
+    global_batch = summary["global_batch"]
+    images_per_s = steps * global_batch / (timer.t1 - timer.t0)
+    flops = summary["flops_per_image"]
+    achieved = flops * images_per_s
+
+    # the ceiling, right after: the model's MLP width (its largest GEMM's inner size) and a large square
+    _, model = load_run(run)
+    enc = model.encoder
+    n_model = int(enc.blocks[0].mlp.fc1.out_features) if len(enc.blocks) else enc.embed_dim
+    n_large = 8192 if device.type == "cuda" else 2048
+    ceil_dtype = torch.bfloat16 if summary["precision"].startswith("bf16") else torch.float32
+    ceiling = {"dtype": str(ceil_dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+               f"gflops_n{n_model}": round(matmul_flops(n_model, device, ceil_dtype) / 1e9, 1),
+               f"gflops_n{n_large}": round(matmul_flops(n_large, device, ceil_dtype) / 1e9, 1)}
+    if device.type == "cuda" and ceil_dtype != torch.float32:  # also the fp32 (TF32 as configured) ceiling
+        ceiling["gflops_fp32_large"] = round(matmul_flops(n_large, device, torch.float32) / 1e9, 1)
+    best = max(ceiling[f"gflops_n{n_model}"], ceiling[f"gflops_n{n_large}"]) * 1e9
+    peak = peak_bf16_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+    # evaluation timings on the protocol's splits with the run's (briefly trained) encoder
+    train_d = load_dataset(p.dataset, "train", root=root)
+    test_d = load_dataset(p.dataset, "test", root=root)
+    mean, std = channel_stats(train_d.images)
+    model = model.to(device).eval()
+    fn = feature_fn(model)
+    _sync(device)
+    t0 = time.perf_counter()
+    f_train = extract_features(fn, train_d.images, mean, std, batch_size=512, device=device)
+    f_test = extract_features(fn, test_d.images, mean, std, batch_size=512, device=device)
+    t_feat = time.perf_counter() - t0
+    key = getattr(model, "default_feature", "cls")
+    tr, te = f_train[key].to(device), f_test[key].to(device)
+    ytr, yte = train_d.labels.to(device), test_d.labels.to(device)
+    t0 = time.perf_counter()
+    knn = knn_classify(tr, ytr, te, yte)
+    _sync(device)
+    t_knn = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lin = linear_probe(tr, ytr, te, yte, epochs=p.linear_epochs, device=device)
+    _sync(device)
+    t_lin = time.perf_counter() - t0
+
+    speed = {
+        "warmup_steps": warmup, "timed_steps": steps, "global_batch": global_batch,
+        "train_images_per_s": round(images_per_s, 1), "flops_per_image": flops,
+        "achieved_gflops": round(achieved / 1e9, 2),
+        "matmul_ceiling": ceiling,
+        "achieved_over_ceiling": round(achieved / best, 4),
+        "mfu_bf16": round(achieved / peak, 4) if peak else None,
+        "peak_bf16_tflops": peak / 1e12 if peak else None,
+        "peak_memory_mb": round(peak_mb, 1), "memory_measure": mem.kind,
+        "rss_before_mb": None if mem.before_mb() is None else round(mem.before_mb(), 1),
+        "feature_images_per_s": round((len(train_d) + len(test_d)) / t_feat, 1),
+        "feature_images": len(train_d) + len(test_d), "knn_seconds": round(t_knn, 3),
+        "linear_seconds": round(t_lin, 3), "linear_epochs": p.linear_epochs,
+        "knn_top1": knn["top1"], "linear_top1": lin["top1"],  # sanity only: a few steps of training
+    }
+    return {"name": method, "method": method, "protocol": protocol, "device": device.type,
+            "precision": summary["precision"], "config": cfg.to_dict(), "run_dir": str(run),
+            "speed": speed} | _env()
+
+
+def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, steps: int = 50, warmup: int = 10,
+                root: str | None = None, extra: list[str] | None = None, accelerator: str = "auto") -> list[Path]:
+    """Run `speed_method` for each method; write `<results>/speed-{cpu,gpu}/<method>.json` (overwritten:
+    timings are re-measured, not cached)."""
+    from byon.bench.quality import PROTOCOLS
+    from byon.methods import METHODS
+
+    if protocol not in PROTOCOLS:
+        raise unknown("protocol", protocol, PROTOCOLS)
+    for m in methods:
+        if m not in METHODS:
+            raise unknown("method", m, METHODS)
+    if steps < 1 or warmup < 1:
+        raise ByonError(f"bench speed needs --steps >= 1 and --warmup >= 1, got {steps} and {warmup}")
+    done = []
+    for m in methods:
+        rec = speed_method(m, protocol, runs, steps, warmup, root, extra, accelerator)
+        out = results / f"speed-{'gpu' if rec['device'] == 'cuda' else 'cpu'}" / f"{m}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rec, indent=2) + "\n")
+        done.append(out)
+    return done
+
+
+def speed_table(records: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows for RESULTS.md, one per method."""
+    head = ("| method | train img/s | GFLOPs/img | achieved GFLOP/s | matmul ceiling GFLOP/s (model n / large n) "
+            "| achieved / ceiling | MFU (bf16 peak) | peak mem MB | features img/s | kNN s | linear s |")
+    lines = [head, "|" + "---|" * 11]
+    for r in sorted(records, key=lambda r: r["name"]):
+        s = r["speed"]
+        ceil = s["matmul_ceiling"]
+        sizes = [k for k in ceil if k.startswith("gflops_n")]
+        mfu = "—" if s.get("mfu_bf16") is None else f"{100 * s['mfu_bf16']:.1f} %"
+        lines.append(
+            f"| {r['name']} | {s['train_images_per_s']:.0f} | {s['flops_per_image'] / 1e9:.4f} | "
+            f"{s['achieved_gflops']:.1f} | {' / '.join(f'{ceil[k]:.0f}' for k in sizes)} ({ceil['dtype']}, "
+            f"n={' / '.join(k.removeprefix('gflops_n') for k in sizes)}, {ceil['threads']} threads) | "
+            f"{100 * s['achieved_over_ceiling']:.1f} % | {mfu} | {s['peak_memory_mb']:.0f} | "
+            f"{s['feature_images_per_s']:.0f} | {s['knn_seconds']:.2f} | {s['linear_seconds']:.2f} |")
+    return lines
+
+
+__all__ = ["PEAK_BF16_TFLOPS", "bench_speed", "matmul_flops", "peak_bf16_flops", "speed_method", "speed_table"]

@@ -1,0 +1,122 @@
+"""The timestep-conditioned ViT encoder–decoder (DiT-style adaLN-Zero) that l-DAE and DDAE share.
+
+encoder: the library's `ViTEncoder` (timm layout: CLS token, fixed sin-cos positions, final LayerNorm) whose
+blocks run as DiT blocks under `nn.cond.BlockModulation` — shift/scale/gate from an embedding of t, zero-
+initialised, kept outside the encoder so its state dict stays timm's (MaskDiT conditions its encoder the same
+way); decoder: `CondDecoder(cond="adaln")` over every token (no masking), ending in an adaLN final norm and a
+Linear(D → p²C) per patch. With decoder_depth = the encoder's depth this is l-DAE's symmetric split of a DiT.
+
+t is whatever the method conditions on: an integer DDPM step, a fractional step, or EDM's c_noise = ln(σ)/4.
+Blocks are counted 1 … encoder depth + decoder depth, shallow to deep (the probe grid's "layer").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from byon.errors import ByonError
+from byon.nn.cond import BlockModulation, TimestepEmbedder, fold_modulation, modulated_block
+from byon.nn.decoders import CondDecoder
+from byon.nn.vit import EncoderShape, ViTEncoder
+
+
+class CondViT(nn.Module):
+    """forward(images (B, C, H, W), t (B,)) → per-patch predictions (B, N, p²C).
+
+    `block_outputs` gives every block's raw output tokens (B, 1 + N, D_k) (CLS first); `encode` the
+    encoder's final-normed tokens (B, 1 + N, D); `folded_encoder` a plain `ViTEncoder` equal to the
+    conditioned encoder at one fixed t (for export, fine-tuning and attention analyses).
+    """
+
+    def __init__(self, shape: EncoderShape, decoder_depth: int | None = None, decoder_dim: int | None = None,
+                 decoder_heads: int | None = None) -> None:
+        super().__init__()
+        D = shape.embed_dim
+        self.shape = shape
+        self.encoder = ViTEncoder(shape)
+        self.t_embed = TimestepEmbedder(D)
+        self.modulation = BlockModulation(D, shape.depth)
+        self.decoder = CondDecoder(
+            D, shape.num_patches, shape.patch_dim, dim=decoder_dim or D,
+            depth=shape.depth if decoder_depth is None else decoder_depth,
+            num_heads=decoder_heads or shape.num_heads, mlp_ratio=shape.mlp_ratio, cond="adaln", mask_token=False)
+
+    @property
+    def encoder_depth(self) -> int:
+        return len(self.encoder.blocks)
+
+    @property
+    def depth(self) -> int:
+        """Blocks in all, encoder then decoder."""
+        return self.encoder_depth + len(self.decoder.blocks)
+
+    def _batch_t(self, t: Tensor, B: int) -> Tensor:
+        if t.dim() == 0:
+            t = t.expand(B)
+        return t
+
+    def encode(self, images: Tensor, t: Tensor) -> Tensor:
+        """images (B, C, H, W), t (B,) or () → the encoder's final-normed tokens (B, 1 + N, D)."""
+        t = self._batch_t(t, images.shape[0])
+        x = self.encoder.embed(images)
+        for blk, mod in zip(self.encoder.blocks, self.modulation(self.t_embed(t))):
+            x = modulated_block(blk, x, mod)
+        return self.encoder.norm(x)
+
+    def forward(self, images: Tensor, t: Tensor) -> Tensor:
+        t = self._batch_t(t, images.shape[0])
+        return self.decoder(self.encode(images, t), t)
+
+    def block_outputs(self, images: Tensor, t: Tensor, upto: int | None = None) -> list[Tensor]:
+        """Raw outputs (before any final norm) of blocks 1 … `upto` (default all): (B, 1 + N, D_k) each.
+        Runs only the blocks it needs."""
+        upto = self.depth if upto is None else upto
+        if not 1 <= upto <= self.depth:
+            raise ByonError(f"block {upto} does not exist; the network has blocks 1…{self.depth}")
+        t = self._batch_t(t, images.shape[0])
+        outs: list[Tensor] = []
+        x = self.encoder.embed(images)
+        for blk, mod in zip(self.encoder.blocks, self.modulation(self.t_embed(t))):
+            x = modulated_block(blk, x, mod)
+            outs.append(x)
+            if len(outs) == upto:
+                return outs
+        # CondDecoder.forward without masking, block by block (tests check it against forward)
+        dec = self.decoder
+        h = dec.embed(self.encoder.norm(x)) + dec.pos_embed.to(x.dtype)
+        c = dec.conditioning(t, None, h.shape[0]).to(h.dtype)
+        for blk in dec.blocks:
+            h = blk(h, c)
+            outs.append(h)
+            if len(outs) == upto:
+                break
+        return outs
+
+    @torch.no_grad()
+    def folded_encoder(self, t: float, depth: int | None = None, input_scale: float = 1.0) -> ViTEncoder:
+        """A plain `ViTEncoder` computing the conditioned encoder at the fixed conditioning t on inputs times
+        `input_scale`, truncated after `depth` blocks (default all). A truncated copy ends in a fresh
+        LayerNorm (unit weight, zero bias) where a timm ViT has its final norm; the full one keeps the
+        trained norm. A fresh copy: later training does not change it."""
+        depth = self.encoder_depth if depth is None else depth
+        if not 1 <= depth <= self.encoder_depth:
+            raise ByonError(f"a plain encoder can be cut after blocks 1…{self.encoder_depth} (the encoder half); "
+                            f"got {depth}")
+        device = self.encoder.cls_token.device
+        c = self.t_embed(torch.tensor([float(t)], device=device))
+        folded = fold_modulation(self.encoder, self.modulation, c, input_scale=input_scale)
+        if depth == self.encoder_depth:
+            return folded.eval()
+        with torch.random.fork_rng(devices=[]):  # building the shell must not move the global RNG
+            enc = ViTEncoder(dataclasses.replace(self.shape, depth=depth)).to(device)
+        state = {k: v for k, v in folded.state_dict().items() if not k.startswith(("blocks.", "norm."))
+                 or (k.startswith("blocks.") and int(k.split(".")[1]) < depth)}
+        missing, unexpected = enc.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("norm.") for k in missing), (missing, unexpected)
+        return enc.eval()
+
+
+__all__ = ["CondViT"]

@@ -1,0 +1,74 @@
+"""Run-level frozen evaluations: the feature cache with last-block features, the linear grid, low-shot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from byon.cli import main
+from byon.errors import ByonError
+from byon.eval.frozen import lowshot_indices, run_features
+
+
+def last_json(capsys: pytest.CaptureFixture) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_last_block_features_get_their_own_cache_beside_the_base_one(gray_run: Path) -> None:
+    def cache() -> dict[str, int]:  # this test's files only (other tests share the run)
+        return {p.name: p.stat().st_mtime_ns for p in (gray_run / "features").glob("synthetic-train-100-*")}
+
+    base, labels = run_features(gray_run, "synthetic", "train", subset=100)
+    files = cache()
+    assert base.keys() == {"cls", "mean"} and len(files) == 1 and labels.shape == (100,)
+    feats, _ = run_features(gray_run, "synthetic", "train", subset=100, blocks=4)  # vit-test has 2 blocks
+    assert feats.keys() == {"cls", "mean", "cls2"} and feats["cls2"].shape == (100, 64)
+    torch.testing.assert_close(feats["cls2"][:, 32:], base["cls"])
+    after = cache()
+    assert len(after) == 2 and all(after[name] == t for name, t in files.items())  # the base cache was reused
+    assert [n for n in after if n not in files][0].startswith("synthetic-train-100-cls2-")
+    again, _ = run_features(gray_run, "synthetic", "train", subset=100, blocks=2)
+    assert torch.equal(again["cls2"], feats["cls2"])
+    assert cache() == after
+
+
+def test_linear_grid_from_the_cli(gray_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", "linear", "--run", str(gray_run), "--heads", "grid", "--lrs", "0.1,1", "--subset", "200",
+                 "--linear-epochs", "2", "--json"]) == 0
+    res = last_json(capsys)
+    assert res["features"] == ["cls", "mean", "cls2", "cls2+mean"] and res["last_blocks"] == 2
+    assert [(h["feature"], h["blr"]) for h in res["heads"]] == [(f, b) for f in res["features"] for b in (0.1, 1.0)]
+    assert res["top1"] == res["best"]["top1"] == max(h["top1"] for h in res["heads"])
+    assert res["selected_on"] == "test"
+    assert json.loads((gray_run / "eval" / "linear-grid-synthetic.json").read_text()) == res
+
+
+def test_lowshot_from_the_cli(gray_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", "lowshot", "--run", str(gray_run), "--shots", "2,5", "--draws", "3", "--epochs", "3",
+                 "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(out[-1])
+    assert out[0].startswith("lowshot top-1 on synthetic (mean, 3 draws): 2-shot ")
+    for n in ("2", "5"):
+        for ft in ("cls", "mean"):
+            accs = torch.tensor(res[n][ft]["draws"])
+            assert len(accs) == 3
+            assert res[n][ft]["mean"] == pytest.approx(float(accs.mean()))
+            assert res[n][ft]["std"] == pytest.approx(float(accs.std()))
+        assert res["top1"][n] == res[n][res["default_feature"]]["mean"]
+    assert (gray_run / "eval" / "lowshot-synthetic.json").is_file()
+    assert main(["eval", "lowshot", "--run", str(gray_run), "--shots", "2,x"]) == 2
+    assert "--shots expects comma-separated integers" in capsys.readouterr().err
+
+
+def test_lowshot_indices_take_n_per_class_and_repeat_for_a_seed() -> None:
+    labels = torch.arange(60) % 3
+    idx = lowshot_indices(labels, 4, seed=7)
+    assert torch.bincount(labels[idx]).tolist() == [4, 4, 4] and len(set(idx.tolist())) == 12
+    assert torch.equal(idx, lowshot_indices(labels, 4, seed=7))
+    assert not torch.equal(idx, lowshot_indices(labels, 4, seed=8))
+    with pytest.raises(ByonError, match="fewer than 21"):
+        lowshot_indices(labels, 21, seed=0)

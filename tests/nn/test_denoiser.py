@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from byon.errors import ByonError
+from byon.nn.denoiser import CondViT
+from byon.nn.vit import EncoderShape
+
+SHAPE = EncoderShape(img_size=16, in_chans=1, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+
+
+def make(seed: int = 0, **kw) -> CondViT:
+    torch.manual_seed(seed)
+    net = CondViT(SHAPE, **kw).eval()
+    with torch.no_grad():  # leave adaLN-Zero's identity start, so the conditioning matters
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def test_shapes_and_block_count():
+    net = make(decoder_depth=3)
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([0, 10, 500])
+    assert net(x, t).shape == (3, 16, 16)
+    assert net.encoder_depth == 2 and net.depth == 5
+    outs = net.block_outputs(x, t)
+    assert len(outs) == 5 and all(o.shape == (3, 17, 32) for o in outs)
+    assert len(net.block_outputs(x, t, upto=1)) == 1
+    with pytest.raises(ByonError, match="blocks 1…5"):
+        net.block_outputs(x, t, upto=6)
+
+
+def test_block_outputs_follow_the_decoder_forward():
+    """block_outputs walks CondDecoder by hand; its last output must give forward's prediction."""
+    net = make()
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3.0, 700.0])
+    last = net.block_outputs(x, t)[-1]
+    c = net.decoder.conditioning(t, None, 2)
+    torch.testing.assert_close(net.decoder.pred(net.decoder.norm(last, c))[:, 1:], net(x, t))
+    torch.testing.assert_close(net.block_outputs(x, t, upto=2)[-1], net.block_outputs(x, t)[1])
+
+
+def test_conditioning_changes_the_output():
+    net = make()
+    x = torch.randn(2, 1, 16, 16)
+    assert not torch.allclose(net(x, torch.tensor([1, 1])), net(x, torch.tensor([900, 900])))
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_folded_encoder_equals_the_conditioned_encoder(depth):
+    net = make()
+    x = torch.randn(2, 1, 16, 16)
+    t, scale = 10.0, 0.7
+    enc = net.folded_encoder(t, depth=depth, input_scale=scale)
+    assert len(enc.blocks) == depth and enc.shape.depth == depth
+    tokens, inter, _ = enc.forward_tokens(enc.embed(x), return_layers=[depth - 1])
+    ref = net.block_outputs(scale * x, torch.tensor(t), upto=depth)[-1]
+    torch.testing.assert_close(inter[depth - 1], ref, atol=1e-5, rtol=1e-4)
+    if depth == 2:  # the whole encoder keeps its trained final norm
+        torch.testing.assert_close(tokens, net.encode(scale * x, torch.tensor(t)), atol=1e-5, rtol=1e-4)
+    else:  # a cut encoder ends in a parameter-free LayerNorm
+        assert torch.equal(enc.norm.weight, torch.ones(32)) and torch.equal(enc.norm.bias, torch.zeros(32))
+
+
+def test_folded_encoder_cannot_reach_into_the_decoder_and_leaves_the_rng_alone():
+    net = make()
+    with pytest.raises(ByonError, match="encoder half"):
+        net.folded_encoder(10.0, depth=3)
+    state = torch.random.get_rng_state()
+    net.folded_encoder(10.0, depth=1)
+    assert torch.equal(state, torch.random.get_rng_state())
