@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from byon.engine.run import load_run
+from byon.engine.run import load_run_for
 from byon.errors import ByonError
 
 
@@ -24,12 +24,7 @@ def sample_run(run_dir: str | Path, n: int = 64, sampler: str | None = None, ste
 
     if n < 1:
         raise ByonError(f"--n must be at least 1, got {n}")
-    cfg, method = load_run(run_dir)
-    if not hasattr(method, "sample"):
-        raise ByonError(f"method '{cfg.method}' does not generate images; sampling works for diffusion-trained runs "
-                        f"such as ddae")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    method = method.to(dev).eval()
+    _, method, dev = load_run_for(run_dir, "sample", "sampling images", device)
     g = torch.Generator(device=dev).manual_seed(seed)
     images = method.sample(n, g, sampler=sampler, steps=steps)
     info = method.data_info

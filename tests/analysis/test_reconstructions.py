@@ -81,4 +81,5 @@ def test_methods_without_the_hook_are_named_in_the_error(mae_run, monkeypatch, c
     assert "byon" in supporting_methods() and "mae" not in supporting_methods()
     assert main(["analyze", "reconstructions", "--run", str(mae_run), "--n", "2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "does not reconstruct images" in err and "byon" in err and len(err.splitlines()) == 1
+    assert "no 'reconstruct' hook (needed for reconstructions)" in err and len(err.splitlines()) == 1
+    assert "byon" in err.split(";")[1] and "mae" not in err.split(";")[1]  # the methods that have it

@@ -42,13 +42,16 @@ def test_probe_grid_bad_input(ddae_run, capsys, monkeypatch):
     assert "0…999" in capsys.readouterr().err
     assert main(["eval", "probe-grid", "--run", str(ddae_run), "--layers", "9"]) == 2
     assert "blocks 1…4" in capsys.readouterr().err
-    import byon.eval.probe_grid as pg
-    from byon.engine.run import load_run
+    import byon.engine.run as run_mod
 
-    cfg, _ = load_run(ddae_run)
-    monkeypatch.setattr(pg, "load_run", lambda run: (cfg, torch.nn.Identity()))  # a method without the hook
+    cfg, _ = run_mod.load_run(ddae_run)
+    monkeypatch.setattr(run_mod, "load_run", lambda run: (cfg, torch.nn.Identity()))  # a method without the hook
     assert main(["eval", "probe-grid", "--run", str(ddae_run)]) == 2
-    assert "layer_features" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "no 'layer_features' hook" in err and "ddae" in err and len(err.splitlines()) == 1
+    assert main(["sample", "--run", str(ddae_run), "--n", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no 'sample' hook (needed for sampling images); use a run of ddae" in err and len(err.splitlines()) == 1
 
 
 def test_parsers():

@@ -1,37 +1,19 @@
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from byon.config import load_config
-from byon.engine.context import DataInfo, StepContext
 from byon.engine.ema import ema_update
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.byol import BYOL
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
-RGB = DataInfo(name="synthetic", img_size=28, in_chans=3, num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = {"model": {"preset": "vit-test"}}
+from .common import CONFIGS, RGB, TINY, check_step, make_method, pretrain_knn, rand_batch, step_ctx
 
 
-def make(seed: int = 0, info: DataInfo = INFO, **byol) -> BYOL:
-    cfg = load_config(None, {"method": "byol", **TINY, "byol": byol})
-    torch.manual_seed(seed)
-    return BYOL(cfg.method_cfg, resolve_shape(cfg.model, 28, info.in_chans), info).train()
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
-
-
-def batch(B: int = 4, seed: int = 0, C: int = 1) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    raw = torch.randint(0, 256, (B, C, 28, 28), generator=g, dtype=torch.uint8)
-    return {"image": (raw.float() / 255 - 0.5) / 0.25, "raw": raw, "label": torch.zeros(B, dtype=torch.long)}
+def make(seed: int = 0, **byol) -> BYOL:
+    """`info=` (default INFO) passes through to make_method."""
+    return make_method("byol", seed, **byol).train()
 
 
 def test_registered_recipe_and_config_file():
@@ -47,7 +29,7 @@ def test_registered_recipe_and_config_file():
 
 def test_views_are_seeded_and_asymmetric():
     m = make()
-    raw = batch(8)["raw"]
+    raw = rand_batch(8)["raw"]
     a1, a2 = m.views(raw, torch.Generator().manual_seed(0))
     b1, b2 = m.views(raw, torch.Generator().manual_seed(0))
     assert torch.equal(a1, b1) and torch.equal(a2, b2) and not torch.equal(a1, a2)
@@ -59,11 +41,11 @@ def test_grayscale_views_get_no_colour_jitter_colour_views_do():
     off = {"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "hflip": 0.0, "blur": (0.0, 0.0),
            "solarize": (0.0, 0.0)}
     gray = make(**off)
-    raw = batch(8)["raw"]
+    raw = rand_batch(8)["raw"]
     v = gray.view(raw, 0, torch.Generator().manual_seed(0))
     torch.testing.assert_close(v, (raw.float() / 255 - 0.5) / 0.25, atol=1e-5, rtol=0)
     rgb = make(info=RGB, **off)
-    raw3 = batch(8, C=3)["raw"]
+    raw3 = rand_batch(8, C=3)["raw"]
     v3 = rgb.view(raw3, 0, torch.Generator().manual_seed(0))
     assert (v3 - (raw3.float() / 255 - 0.5) / 0.25).abs().amax(dim=(1, 2, 3)).gt(1e-3).sum() >= 4  # p 0.8
 
@@ -81,10 +63,10 @@ def test_solarise_only_in_view_two_blur_always_in_view_one():
 
 def test_loss_is_symmetric_two_minus_two_cos():
     m = make()
-    b = batch()
+    b = rand_batch()
     g = torch.Generator().manual_seed(0)
     v1, v2 = m.views(b["raw"], g)
-    out = m(b, ctx())
+    out = m(b, step_ctx())
     with torch.no_grad():
         y = m.encoder.forward_encoder(torch.cat([v1, v2]))[:, 0]
         p1, p2 = m.predictor(m.projector(y[:4])), m.predictor(m.projector(y[4:]))
@@ -106,10 +88,8 @@ def test_cosine_momentum_schedule_endpoints():
 def test_one_train_step_only_the_online_branch_learns():
     m = make()
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-    out = m(batch(), ctx())
-    assert all(not v.requires_grad and v.numel() == 1 for k, v in out.items() if k != "loss")
-    out["loss"].backward()
-    assert [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None] == []
+    out = m(rand_batch(), step_ctx())
+    check_step(m, out)
     assert not any(p.requires_grad for p in [*m.target_encoder.parameters(), *m.target_projector.parameters()])
     before = m.target_projector.net[0].weight.clone()
     opt.step()
@@ -125,12 +105,5 @@ def test_bad_probabilities_are_one_line_errors():
 
 
 def test_tiny_pretrain_and_knn_eval(tmp_path, tiny_overrides):
-    from byon.config import build_config
-    from byon.engine.run import train
-    from byon.eval.frozen import evaluate
-
-    over = tiny_overrides | {"method": "byol"}
-    over["train"] = over["train"] | {"max_steps": 2}
-    run = train(build_config(over), tmp_path / "run")
-    res = evaluate("knn", run, "synthetic", subset=64)
+    res = pretrain_knn("byol", tmp_path, tiny_overrides)
     assert res["default_feature"] == "cls" and 0.0 <= res["top1"] <= 100.0

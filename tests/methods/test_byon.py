@@ -1,38 +1,32 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from byon.config import load_config
 from byon.corruption.patches import norm_pix
-from byon.engine.context import DataInfo, StepContext
 from byon.engine.ema import ema_update
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.byon import BYON
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "byon"
-TABLE1 = sorted((CONFIGS / "ablation").glob("*.yaml"))
-TINY = {"model": {"preset": "vit-test"}}
+from .common import (
+    CONFIGS,
+    TINY,
+    assert_trains_every_parameter,
+    check_step,
+    make_method,
+    method_from,
+    rand_batch,
+    step_ctx,
+)
+
+BYON_CONFIGS = CONFIGS / "byon"
+TABLE1 = sorted((BYON_CONFIGS / "ablation").glob("*.yaml"))
 
 
 def make(seed: int = 0, **byon) -> BYON:
-    cfg = load_config(None, {"method": "byon", **TINY, "byon": byon})
-    torch.manual_seed(seed)
-    return BYON(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO)
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
-
-
-def batch(B: int = 4, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    raw = torch.randint(0, 256, (B, 1, 28, 28), generator=g, dtype=torch.uint8)
-    return {"image": (raw.float() / 255 - 0.5) / 0.25, "raw": raw, "label": torch.zeros(B, dtype=torch.long)}
+    return make_method("byon", seed, **byon)
 
 
 def twin(full: BYON, **byon) -> BYON:
@@ -44,7 +38,7 @@ def twin(full: BYON, **byon) -> BYON:
 
 def test_registered_and_recipe_is_maes():
     assert METHODS["byon"] is BYON
-    cfg = load_config(CONFIGS / "default.yaml", TINY)
+    cfg = load_config(BYON_CONFIGS / "default.yaml", TINY)
     assert cfg.optim.betas == (0.9, 0.95) and cfg.optim.weight_decay == 0.05 and cfg.optim.blr == 1.5e-4
     assert BYON.default_feature == "cls"
 
@@ -52,16 +46,10 @@ def test_registered_and_recipe_is_maes():
 @pytest.mark.parametrize("path", TABLE1, ids=[p.stem for p in TABLE1])
 def test_table1_config_trains_one_step(path):
     cfg = load_config(path, TINY)
-    torch.manual_seed(0)
-    model = BYON(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO).train()
+    model = method_from(cfg).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    out = model(batch(), ctx())
-    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
-    assert all(not v.requires_grad and v.numel() == 1 for k, v in out.items() if k != "loss")
-    out["loss"].backward()
-    # every trainable parameter is used (DDP without find_unused_parameters stays happy)
-    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert unused == []
+    out = model(rand_batch(), step_ctx())
+    check_step(model, out)  # DDP without find_unused_parameters stays happy
     opt.step()
     pairs = model.ema_pairs()
     assert len(pairs) == (2 if cfg.method_cfg.contrastive else 0)
@@ -73,18 +61,18 @@ def test_table1_config_trains_one_step(path):
 
 def test_loss_is_demask_plus_weighted_denoise_plus_contrastive():
     model = make()
-    out = model(batch(), ctx())
+    out = model(rand_batch(), step_ctx())
     logs = ("demask", "denoise", "contrastive", "delta_u", "eta_mean", "eta_std", "y_mean", "cos", "t_mean")
     assert set(logs) <= set(out)
     torch.testing.assert_close(out["loss"], out["demask"] + 0.1 * out["denoise"] + out["contrastive"])
     model2 = make(lambda_dn=0.5, lambda_con=2.0)
-    out2 = model2(batch(), ctx())
+    out2 = model2(rand_batch(), step_ctx())
     torch.testing.assert_close(out2["loss"], out2["demask"] + 0.5 * out2["denoise"] + 2 * out2["contrastive"])
 
 
 def test_same_generator_same_step():
     model = make()
-    a, b = model(batch(), ctx(3)), model(batch(), ctx(3))
+    a, b = model(rand_batch(), step_ctx(3)), model(rand_batch(), step_ctx(3))
     assert all(torch.equal(a[k], b[k]) for k in ("loss", "demask", "denoise", "contrastive"))
 
 
@@ -98,7 +86,7 @@ def test_contrastive_off_builds_no_ema_branch_and_keeps_the_other_terms():
     n_full = sum(p.numel() for p in full.parameters())
     n_off = sum(p.numel() for p in off.parameters())
     assert n_off < n_full - sum(p.numel() for p in full.target_encoder.parameters())
-    a, b = full(batch(), ctx()), off(batch(), ctx())
+    a, b = full(rand_batch(), step_ctx()), off(rand_batch(), step_ctx())
     assert {"contrastive", "delta_u", "cos"}.isdisjoint(b)
     torch.testing.assert_close(b["demask"], a["demask"])
     torch.testing.assert_close(b["denoise"], a["denoise"])
@@ -108,7 +96,7 @@ def test_contrastive_off_builds_no_ema_branch_and_keeps_the_other_terms():
 def test_sue_off_sets_delta_u_to_one_and_changes_only_the_contrastive_term():
     full = make()
     off = twin(full, sue=False)
-    a, b = full(batch(), ctx()), off(batch(), ctx())
+    a, b = full(rand_batch(), step_ctx()), off(rand_batch(), step_ctx())
     assert b["delta_u"].item() == 1.0
     torch.testing.assert_close(b["contrastive"], -b["cos"])
     torch.testing.assert_close(b["demask"], a["demask"])
@@ -118,25 +106,25 @@ def test_sue_off_sets_delta_u_to_one_and_changes_only_the_contrastive_term():
 
 
 def test_literal_sue_sign_makes_delta_u_one():
-    out = make(sue_sign="literal")(batch(), ctx())
+    out = make(sue_sign="literal")(rand_batch(), step_ctx())
     assert out["delta_u"].item() == 1.0
 
 
 def test_ian_off_gives_uniform_t_and_unit_eta():
     full, off = make(), make(ian=False)
-    c = off.corrupt(batch()["image"], torch.Generator().manual_seed(0))
+    c = off.corrupt(rand_batch()["image"], torch.Generator().manual_seed(0))
     assert c.ian is None and torch.equal(c.eta, torch.ones(4))
-    out = off(batch(), ctx())
+    out = off(rand_batch(), step_ctx())
     assert "y_mean" not in out and out["eta_mean"].item() == 1.0 and out["eta_std"].item() == 0.0
-    c_full = full.corrupt(batch()["image"], torch.Generator().manual_seed(0))
+    c_full = full.corrupt(rand_batch()["image"], torch.Generator().manual_seed(0))
     assert c_full.ian is not None and not torch.equal(c_full.eta, torch.ones(4))
 
 
 def test_denoise_off_leaves_visible_tokens_clean_and_drops_its_term():
     model = make(denoise=False)
-    c = model.corrupt(batch()["image"], torch.Generator().manual_seed(0))
+    c = model.corrupt(rand_batch()["image"], torch.Generator().manual_seed(0))
     assert torch.equal(c.x_t, c.x) and c.eps is None and c.t.eq(0).all()
-    out = model(batch(), ctx())
+    out = model(rand_batch(), step_ctx())
     assert {"denoise", "t_mean", "eta_mean", "y_mean"}.isdisjoint(out)
     torch.testing.assert_close(out["loss"], out["demask"] + out["contrastive"])
 
@@ -144,17 +132,17 @@ def test_denoise_off_leaves_visible_tokens_clean_and_drops_its_term():
 def test_demask_off_masks_nothing_and_noises_every_token():
     model = make(demask=False)
     assert not hasattr(model, "mask_token")
-    c = model.corrupt(batch()["image"], torch.Generator().manual_seed(0))
+    c = model.corrupt(rand_batch()["image"], torch.Generator().manual_seed(0))
     assert not c.m.mask.any()
     assert ((c.x_t - c.x).abs().amax(-1) > 0).all()
-    out = model(batch(), ctx())
+    out = model(rand_batch(), step_ctx())
     assert "demask" not in out
     torch.testing.assert_close(out["loss"], 0.1 * out["denoise"] + out["contrastive"])
 
 
 def test_source_view_is_noised_where_visible_and_clean_where_masked():
     model = make()
-    c = model.corrupt(batch()["image"], torch.Generator().manual_seed(0))
+    c = model.corrupt(rand_batch()["image"], torch.Generator().manual_seed(0))
     vis = ~c.m.mask
     assert c.m.mask.sum(1).eq(49 - int(49 * 0.4)).all()  # mask ratio 0.6
     torch.testing.assert_close(c.x_t[vis], model.diffusion.q_sample(c.x, c.t, c.eps, c.eta)[vis])
@@ -162,19 +150,19 @@ def test_source_view_is_noised_where_visible_and_clean_where_masked():
 
 
 def _perturbed(model: BYON, where: str) -> dict:
-    c = model.corrupt(batch()["image"], torch.Generator().manual_seed(0))  # forward's first draws
+    c = model.corrupt(rand_batch()["image"], torch.Generator().manual_seed(0))  # forward's first draws
     sel = c.m.mask if where == "masked" else ~c.m.mask
     orig = model.decoder.forward
     model.decoder.forward = lambda *a, **k: orig(*a, **k) + 7.0 * sel.unsqueeze(-1)
     try:
-        return model(batch(), ctx())
+        return model(rand_batch(), step_ctx())
     finally:
         model.decoder.forward = orig
 
 
 def test_demask_ignores_visible_and_denoise_ignores_masked_tokens():
     model = make()
-    base = model(batch(), ctx())
+    base = model(rand_batch(), step_ctx())
     vis = _perturbed(model, "visible")
     torch.testing.assert_close(vis["demask"], base["demask"])
     assert vis["denoise"] > base["denoise"]
@@ -186,7 +174,7 @@ def test_demask_ignores_visible_and_denoise_ignores_masked_tokens():
 def test_sue_is_one_for_perfect_reconstructions_in_the_method():
     for kw in ({}, {"denoise": False}, {"demask": False}):
         model = make(**kw)
-        c = model.corrupt(batch()["image"], torch.Generator().manual_seed(0))
+        c = model.corrupt(rand_batch()["image"], torch.Generator().manual_seed(0))
         target = norm_pix(c.x)
         eps = c.eps if c.eps is not None else torch.zeros_like(c.x)
         torch.testing.assert_close(model.uncertainty(c, target, target, eps), torch.ones(4))
@@ -200,7 +188,7 @@ def test_visible_encoder_tokens_and_two_decoders_train():
     assert model.denoise_decoder is not None and not hasattr(model, "mask_token")
     seen = {}
     model.encoder.blocks[0].register_forward_hook(lambda m, i, o: seen.update(L=o.shape[1]))
-    out = model(batch(), ctx())
+    out = model(rand_batch(), step_ctx())
     out["loss"].backward()
     assert seen["L"] == 1 + int(49 * 0.4)
     assert model.denoise_decoder.pred.weight.grad is not None and model.decoder.pred.weight.grad is not None
@@ -211,13 +199,13 @@ def test_two_views_draws_a_second_augmentation():
     model = make(views="two")
     seen = []
     model.target_encoder.patch_embed.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
-    model(batch(), ctx())
-    assert len(seen) == 1 and not torch.equal(seen[0], batch()["image"])
+    model(rand_batch(), step_ctx())
+    assert len(seen) == 1 and not torch.equal(seen[0], rand_batch()["image"])
     seen.clear()
     same = make()
     same.target_encoder.patch_embed.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
-    same(batch(), ctx())
-    assert torch.equal(seen[0], batch()["image"])  # views: same → the clean copy of the source view
+    same(rand_batch(), step_ctx())
+    assert torch.equal(seen[0], rand_batch()["image"])  # views: same → the clean copy of the source view
 
 
 def test_ema_schedule_and_target_has_no_gradients():
@@ -232,7 +220,7 @@ def test_ema_schedule_and_target_has_no_gradients():
     assert not any(p.requires_grad for p in tgt.parameters())
     model.train()
     assert not tgt.training and model.target_projector.training and model.encoder.training
-    model(batch(), ctx())["loss"].backward()
+    model(rand_batch(), step_ctx())["loss"].backward()
     assert all(p.grad is None for p in tgt.parameters())
     # the EMA encoder is a plain ViTEncoder state dict (exportable like the online one)
     assert set(tgt.state_dict()) == set(enc.state_dict())
@@ -240,7 +228,7 @@ def test_ema_schedule_and_target_has_no_gradients():
 
 def test_eval_uses_the_online_encoder_on_clean_images():
     model = make().eval()
-    x = batch()["image"]
+    x = rand_batch()["image"]
     f = model.features(x)
     assert model.eval_encoder() is model.encoder
     torch.testing.assert_close(f["cls"], model.encoder.forward_encoder(x)[:, 0])
@@ -249,8 +237,8 @@ def test_eval_uses_the_online_encoder_on_clean_images():
 
 def test_timestep_histogram_survives_checkpoints_and_is_written(tmp_path):
     model = make().train()
-    model(batch(), ctx())
-    model(batch(), ctx(1))
+    model(rand_batch(), step_ctx())
+    model(rand_batch(), step_ctx(1))
     assert model.t_hist.sum().item() == 8
     fresh = make()
     fresh.load_state_dict(model.state_dict())
@@ -264,7 +252,7 @@ def test_timestep_histogram_survives_checkpoints_and_is_written(tmp_path):
     assert all(s["hist"][t] > 0 for t in s["top5"])
     assert (tmp_path / "ian_timesteps.png").stat().st_size > 1000
     model.eval()
-    model(batch(), ctx())
+    model(rand_batch(), step_ctx())
     assert model.t_hist.sum().item() == 8  # only training steps count
 
 
@@ -282,25 +270,23 @@ def test_bad_settings_are_user_errors(byon, match):
 
 
 def test_every_sweep_config_loads():
-    paths = sorted(CONFIGS.rglob("*.yaml"))
+    paths = sorted(BYON_CONFIGS.rglob("*.yaml"))
     assert len(paths) == 1 + 10 + 6 + 4
     for p in paths:
         assert load_config(p, TINY).method == "byon"
-    ratios = {p.stem: load_config(p).method_cfg for p in (CONFIGS / "mask_ratio").glob("*.yaml")}
+    ratios = {p.stem: load_config(p).method_cfg for p in (BYON_CONFIGS / "mask_ratio").glob("*.yaml")}
     assert ratios["r050_noian"].mask_ratio == 0.5 and not ratios["r050_noian"].ian and ratios["r070_ian"].ian
-    lams = {p.stem: load_config(p).method_cfg.lambda_ian for p in (CONFIGS / "lambda_ian").glob("*.yaml")}
+    lams = {p.stem: load_config(p).method_cfg.lambda_ian for p in (BYON_CONFIGS / "lambda_ian").glob("*.yaml")}
     assert lams == {"l0": 0.0, "l01": 0.1, "l05": 0.5, "l1": 1.0}
 
 
 def test_a_few_steps_reduce_the_reconstruction_losses():
     model = make().train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     rec = []
-    for _ in range(4):
-        out = model(batch(4), ctx())
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
+
+    def after_step(out: dict) -> None:
         ema_update(model.ema_pairs(), 0.99)
         rec.append(float(out["demask"] + 0.1 * out["denoise"]))
+
+    assert_trains_every_parameter(model, lambda: rand_batch(4), after_step=after_step)
     assert rec[-1] < rec[0]

@@ -4,28 +4,20 @@ import torch
 from byon.config import load_config
 from byon.corruption.diffusion import edm_precondition, edm_weight
 from byon.corruption.patches import patchify
-from byon.engine.context import DataInfo, StepContext
 from byon.engine.ema import ema_update
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.ddae import DDAE
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
+from .common import make_method, rand_images, step_ctx
 
 
 def make(seed: int = 0, **ddae) -> DDAE:
-    cfg = load_config(None, {"method": "ddae", "model": {"preset": "vit-test"}, "ddae": ddae})
-    torch.manual_seed(seed)
-    return DDAE(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO)
+    return make_method("ddae", seed, **ddae)
 
 
-def images(B: int = 4, seed: int = 1) -> torch.Tensor:
-    return torch.randn(B, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
+def images(B: int = 4) -> torch.Tensor:
+    return rand_images(B, seed=1)
 
 
 def test_registered_recipe_and_schedule():
@@ -53,8 +45,8 @@ def test_ddpm_loss_is_the_eps_mse():
 
     m.net.forward = spy
     imgs = images()
-    out = m({"image": imgs}, ctx())
-    g = ctx().generator
+    out = m({"image": imgs}, step_ctx())
+    g = step_ctx().generator
     eps = torch.randn(imgs.shape, generator=g)
     t = torch.randint(0, 1000, (4,), generator=g)
     assert torch.equal(seen["t"], t)
@@ -68,8 +60,8 @@ def test_edm_loss_is_lambda_weighted_on_the_preconditioned_denoiser():
     F = torch.randn(4, 49, 16, generator=torch.Generator().manual_seed(5))
     m.net.forward = lambda x, c: F
     imgs = images()
-    out = m({"image": imgs}, ctx())
-    g = ctx().generator
+    out = m({"image": imgs}, step_ctx())
+    g = step_ctx().generator
     eps = torch.randn(imgs.shape, generator=g)
     sigma = (torch.randn(4, generator=g) * 1.2 - 1.2).exp()
     y = 0.5 * imgs
@@ -86,7 +78,7 @@ def test_one_train_step_and_the_ema(objective):
     m = make(objective=objective).train()
     assert not m.ema.training and all(not p.requires_grad for p in m.ema.parameters())
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-    out = m({"image": images(8)}, ctx())
+    out = m({"image": images(8)}, step_ctx())
     opt.zero_grad()
     out["loss"].backward()
     opt.step()

@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,29 +7,17 @@ import byon.methods.diffmae as diffmae_mod
 from byon.config import build_config, load_config
 from byon.corruption.masking import token_mask
 from byon.corruption.patches import norm_pix, patchify, unpatchify
-from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.diffmae import DiffMAE
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "diffmae.yaml"
-TINY = {"model": {"preset": "vit-test"}}
+from .common import CONFIGS, TINY, assert_trains_every_parameter, make_method, rand_images, step_ctx
+
+CONFIG = CONFIGS / "diffmae.yaml"
 
 
 def make(seed: int = 0, **diffmae) -> DiffMAE:
-    cfg = load_config(None, {"method": "diffmae", **TINY, "diffmae": diffmae})
-    torch.manual_seed(seed)
-    return DiffMAE(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO)
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
-
-
-def images(B: int = 4, seed: int = 0) -> torch.Tensor:
-    return torch.randn(B, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return make_method("diffmae", seed, **diffmae)
 
 
 def spy_decoder(model: DiffMAE, offset=None) -> dict:
@@ -63,29 +50,29 @@ def test_registered_with_maes_recipe():
 def test_loss_is_x0_mse_on_masked_patches_only(monkeypatch):
     mask = hand_mask()
     monkeypatch.setattr(diffmae_mod, "random_masking", lambda *a, **k: token_mask(mask))
-    model, x = make(), images(2)
+    model, x = make(), rand_images(2)
     seen = spy_decoder(model)
-    out = model({"image": x}, ctx())
+    out = model({"image": x}, step_ctx())
     x0 = norm_pix(patchify(x, 4))
     err = (seen["pred"] - x0).pow(2).mean(-1)
     torch.testing.assert_close(out["loss"], err[mask].mean())
     spy_decoder(model, offset=50.0 * (~mask).unsqueeze(-1))
-    torch.testing.assert_close(model({"image": x}, ctx())["loss"], out["loss"])
+    torch.testing.assert_close(model({"image": x}, step_ctx())["loss"], out["loss"])
     spy_decoder(model, offset=1.0 * mask.unsqueeze(-1))
-    assert model({"image": x}, ctx())["loss"] > out["loss"]
+    assert model({"image": x}, step_ctx())["loss"] > out["loss"]
 
 
 def test_encoder_sees_only_the_clean_visible_patches(monkeypatch):
     mask = hand_mask()
     monkeypatch.setattr(diffmae_mod, "random_masking", lambda *a, **k: token_mask(mask))
-    model, x = make(), images(2)
+    model, x = make(), rand_images(2)
     lengths = []
     model.encoder.blocks[0].register_forward_hook(lambda mod, i, o: lengths.append(o.shape[1]))
     seen = spy_decoder(model)
-    model({"image": x}, ctx())
+    model({"image": x}, step_ctx())
     latent = seen["latent"]
     p = patchify(x, 4)
-    model({"image": unpatchify(torch.where(mask.unsqueeze(-1), p + 5.0, p), 4, 1)}, ctx())
+    model({"image": unpatchify(torch.where(mask.unsqueeze(-1), p + 5.0, p), 4, 1)}, step_ctx())
     assert lengths == [1 + 12, 1 + 12]
     torch.testing.assert_close(seen["latent"], latent)
 
@@ -95,8 +82,8 @@ def test_decoder_input_is_the_ddpm_forward_process(schedule):
     """x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε with ᾱ_t computed by hand and ε ~ N(0, 1)."""
     model, T = make(schedule=schedule), 1000
     seen = spy_decoder(model)
-    x = images(16)
-    model({"image": x}, ctx(3))
+    x = rand_images(16)
+    model({"image": x}, step_ctx(3))
     t = seen["t"]
     if schedule == "cosine":
         f = lambda u: math.cos((u / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
@@ -115,32 +102,23 @@ def test_decoder_input_is_the_ddpm_forward_process(schedule):
 
 @pytest.mark.parametrize("decoder", ["joint", "cross", "cross-self"])
 def test_each_decoder_trains_every_parameter(decoder):
-    model = make(decoder=decoder).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(3):
-        out = model({"image": images(8)}, ctx())
-        opt.zero_grad()
-        out["loss"].backward()
-        assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = assert_trains_every_parameter(make(decoder=decoder).train(), lambda: {"image": rand_images(8)}, steps=3)
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
 
 
 def test_raw_pixel_targets_and_same_generator_same_step():
     model = make(norm_pix=False)
     seen = spy_decoder(model)
-    x = images(2)
-    a = model({"image": x}, ctx(1))
+    x = rand_images(2)
+    a = model({"image": x}, step_ctx(1))
     err = (seen["pred"] - patchify(x, 4)).pow(2).mean(-1)
     torch.testing.assert_close(a["loss"], err[seen["m"].mask].mean())
-    assert torch.equal(model({"image": x}, ctx(1))["loss"], a["loss"])
+    assert torch.equal(model({"image": x}, step_ctx(1))["loss"], a["loss"])
 
 
 def test_eval_is_the_encoder_on_clean_images_and_config_round_trips():
     model = make().eval()
-    x = images()
+    x = rand_images()
     torch.testing.assert_close(model.eval_encoder().features(x)["cls"], model.encoder.forward_encoder(x)[:, 0])
     cfg = load_config(CONFIG)
     assert build_config(cfg.to_dict()).to_dict() == cfg.to_dict()

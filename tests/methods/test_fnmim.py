@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -7,30 +5,18 @@ import byon.methods.fnmim as fnmim_mod
 from byon.config import build_config, load_config
 from byon.corruption.masking import token_mask
 from byon.corruption.patches import patchify
-from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError
 from byon.losses import disruption_loss
 from byon.methods import METHODS
 from byon.methods.fnmim import FeatureNoiseMIM
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from .common import CONFIGS, assert_trains_every_parameter, make_method, method_from, rand_images, step_ctx
+
 ROWS = sorted((CONFIGS / "fnmim").glob("*.yaml"))
 
 
 def make(seed: int = 0, depth: int = 4, **fnmim) -> FeatureNoiseMIM:
-    cfg = load_config(None, {"method": "fnmim", "model": {"preset": "vit-test", "depth": depth}, "fnmim": fnmim})
-    torch.manual_seed(seed)
-    return FeatureNoiseMIM(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO)
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
-
-
-def images(B: int = 4, seed: int = 0) -> torch.Tensor:
-    return torch.randn(B, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return make_method("fnmim", seed, model={"depth": depth}, **fnmim)
 
 
 def hand_groups(B: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,11 +50,11 @@ def test_tokens_split_into_disjoint_masked_noised_and_clean():
 
 
 def test_losses_touch_masked_and_noised_tokens_only(fixed):
-    model, x = make(), images()
+    model, x = make(), rand_images()
     masked, noised = hand_groups()
     seen, orig = {}, model.head.forward
     model.head.forward = lambda h: seen.setdefault("pred", orig(h))
-    out = model({"image": x}, ctx())
+    out = model({"image": x}, step_ctx())
     err = (seen["pred"] - patchify(x, 4)).abs().mean(-1)
     torch.testing.assert_close(out["demask"], err[masked].mean())
     torch.testing.assert_close(out["denoise"], err[noised].mean())
@@ -76,7 +62,7 @@ def test_losses_touch_masked_and_noised_tokens_only(fixed):
     clean = ~(masked | noised)
     for where, changed in ((clean, ()), (noised, ("denoise",)), (masked, ("demask",))):
         model.head.forward = lambda h, w=where: orig(h) + 5.0 * w.unsqueeze(-1)
-        o = model({"image": x}, ctx())
+        o = model({"image": x}, step_ctx())
         for k in ("demask", "denoise", "disruption"):
             assert torch.allclose(o[k], out[k]) != (k in changed), (k, changed)
 
@@ -88,7 +74,7 @@ def block_inputs(model: FeatureNoiseMIM, x: torch.Tensor, sigma: float) -> list[
     hooks = [model.encoder.patch_embed.register_forward_pre_hook(lambda m, a: seen.append(a[0]))]
     hooks += [b.register_forward_pre_hook(lambda m, a: seen.append(a[0])) for b in model.encoder.blocks]
     hooks.append(model.head.register_forward_pre_hook(lambda m, a: seen.append(a[0])))
-    model({"image": x}, ctx())
+    model({"image": x}, step_ctx())
     for h in hooks:
         h.remove()
     return seen
@@ -98,7 +84,7 @@ def block_inputs(model: FeatureNoiseMIM, x: torch.Tensor, sigma: float) -> list[
 def test_noise_is_injected_where_configured_with_rms_relative_scale(fixed, inject, first):
     """Everything before the injection point equals a σ = 0 run; the first differing tensor differs only at the
     noised tokens, by σ·rms(h)·ε with ε ~ N(0, 1)."""
-    model, x = make(inject=inject, disruption_weight=0.0).eval(), images(8)
+    model, x = make(inject=inject, disruption_weight=0.0).eval(), rand_images(8)
     _, noised = hand_groups(8)
     clean_run, noisy_run = block_inputs(model, x, 0.0), block_inputs(model, x, 0.7)
     for a, b in zip(clean_run[:first], noisy_run[:first]):
@@ -118,7 +104,7 @@ def test_noise_is_injected_where_configured_with_rms_relative_scale(fixed, injec
 
 @pytest.mark.parametrize("inject, after", [("pixel", [0, 1, 2, 3]), (0, [0, 1, 2, 3]), (2, [2, 3]), (4, [])])
 def test_disruption_reads_the_blocks_after_the_injection(fixed, inject, after):
-    model, x = make(inject=inject), images()
+    model, x = make(inject=inject), rand_images()
     masked, noised = hand_groups()
     assert model.after == after
     seen, orig = {}, model.encoder.forward_tokens
@@ -128,7 +114,7 @@ def test_disruption_reads_the_blocks_after_the_injection(fixed, inject, after):
         return seen["out"]
 
     model.encoder.forward_tokens = spy
-    out = model({"image": x}, ctx())
+    out = model({"image": x}, step_ctx())
     assert list(seen["kw"]["return_attn"]) == after
     cls = torch.zeros(4, 1, dtype=torch.bool)
     want = disruption_loss([seen["out"][2][i] for i in after], torch.cat([cls, noised], 1), torch.cat([cls, masked], 1))
@@ -139,24 +125,14 @@ def test_disruption_reads_the_blocks_after_the_injection(fixed, inject, after):
         assert "disruption" not in out
     off = make(inject=inject, disruption_weight=0.0)
     off.encoder.forward_tokens = spy
-    o = off({"image": x}, ctx())
+    o = off({"image": x}, step_ctx())
     assert list(seen["kw"]["return_attn"]) == [] and "disruption" not in o
     torch.testing.assert_close(o["loss"], o["demask"] + o["denoise"])
 
 
 def test_a_few_steps_train_every_parameter_and_reduce_the_loss():
-    model = make().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(4):
-        out = model({"image": images(8)}, ctx())
-        opt.zero_grad()
-        out["loss"].backward()
-        assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = assert_trains_every_parameter(make().train(), lambda: {"image": rand_images(8)})
     assert losses[-1] < losses[0]
-    assert all(not v.requires_grad and v.numel() == 1 for k, v in out.items() if k != "loss")
 
 
 def test_ablation_rows_load_and_train_one_step_at_depth_6():
@@ -166,9 +142,8 @@ def test_ablation_rows_load_and_train_one_step_at_depth_6():
         "inject_block4": (4, 0.0), "inject_block6": (6, 0.0), "block2_disruption": (2, 0.1)}
     for name, cfg in rows.items():
         assert cfg.data.dataset == "fashion-mnist" and cfg.train.epochs == 8  # inherited from configs/fnmim.yaml
-        torch.manual_seed(0)
-        model = FeatureNoiseMIM(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO)
-        out = model({"image": images(2)}, ctx())
+        model = method_from(cfg)
+        out = model({"image": rand_images(2)}, step_ctx())
         out["loss"].backward()
         assert torch.isfinite(out["loss"]), name
 

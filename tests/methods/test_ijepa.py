@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,32 +5,16 @@ from timm.models.vision_transformer import VisionTransformer
 
 from byon.config import load_config
 from byon.corruption.multiblock import MultiBlockMaskCollator, gather_blocks
-from byon.engine.context import DataInfo, StepContext
 from byon.engine.ema import ema_update
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.ijepa import IJEPA
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = {"model": {"preset": "vit-test"}}
+from .common import CONFIGS, INFO, TINY, check_step, make_method, pretrain_knn, rand_batch, step_ctx
 
 
 def make(seed: int = 0, **ijepa) -> IJEPA:
-    cfg = load_config(None, {"method": "ijepa", **TINY, "ijepa": ijepa})
-    torch.manual_seed(seed)
-    return IJEPA(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO).train()
-
-
-def ctx(seed: int = 0, progress: float = 0.0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed), progress=progress)
-
-
-def batch(B: int = 4, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    raw = torch.randint(0, 256, (B, 1, 28, 28), generator=g, dtype=torch.uint8)
-    return {"image": (raw.float() / 255 - 0.5) / 0.25, "raw": raw, "label": torch.zeros(B, dtype=torch.long)}
+    return make_method("ijepa", seed, **ijepa).train()
 
 
 def test_registered_recipe_and_config_file():
@@ -53,7 +35,7 @@ def test_encoders_have_no_cls_and_load_into_timm():
                                  depth=s.depth, num_heads=s.num_heads, mlp_ratio=s.mlp_ratio, class_token=False,
                                  global_pool="avg", fc_norm=False).eval()
     timm_vit.load_state_dict(m.target_encoder.state_dict(), strict=True)
-    x = batch()["image"]
+    x = rand_batch()["image"]
     feats = m.eval().features(x)
     torch.testing.assert_close(timm_vit(x), feats["mean"])
     torch.testing.assert_close(feats["cls"], feats["mean"])
@@ -79,7 +61,7 @@ def test_predictor_outputs_only_the_target_blocks_each_predicted_separately():
 
 def test_loss_is_smooth_l1_to_layer_normed_target_features_at_the_targets():
     m = make()
-    b = batch()
+    b = rand_batch()
     seen = {}
     orig = m.predictor.forward
 
@@ -88,7 +70,7 @@ def test_loss_is_smooth_l1_to_layer_normed_target_features_at_the_targets():
         return seen["pred"]
 
     m.predictor.forward = spy
-    out = m(b, ctx())
+    out = m(b, step_ctx())
     masks = m.masks.sample(4, torch.Generator().manual_seed(0))
     with torch.no_grad():
         h = F.layer_norm(m.target_encoder.forward_encoder(b["image"]), (32,))
@@ -97,12 +79,12 @@ def test_loss_is_smooth_l1_to_layer_normed_target_features_at_the_targets():
     assert out["context_keep"] == masks.context.shape[1] / 49
     l2 = make(loss="l2")
     l2.predictor.forward = lambda *a, **k: seen["pred"]
-    torch.testing.assert_close(l2(b, ctx())["loss"], F.mse_loss(seen["pred"], target))
+    torch.testing.assert_close(l2(b, step_ctx())["loss"], F.mse_loss(seen["pred"], target))
 
 
 def test_context_encoder_sees_only_context_tokens():
     m = make()
-    b = batch()
+    b = rand_batch()
     masks = m.masks.sample(4, torch.Generator().manual_seed(0))
     kept = torch.zeros(4, 49, dtype=torch.bool).scatter(1, masks.context, True)
     assert 0 < masks.context.shape[1] < 49
@@ -142,12 +124,8 @@ def test_engine_applies_the_cosine_weight_decay_schedule():
 def test_one_train_step_then_ema():
     m = make()
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-    out = m(batch(), ctx())
-    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
-    assert all(not v.requires_grad and v.numel() == 1 for k, v in out.items() if k != "loss")
-    out["loss"].backward()
-    unused = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
-    assert unused == []  # DDP without find_unused_parameters stays happy
+    out = m(rand_batch(), step_ctx())
+    check_step(m, out)  # DDP without find_unused_parameters stays happy
     assert all(p.grad is None for p in m.target_encoder.parameters())
     before = m.target_encoder.blocks[0].attn.qkv.weight.clone()
     opt.step()
@@ -165,12 +143,5 @@ def test_bad_predictor_width_is_a_one_line_error():
 
 
 def test_tiny_pretrain_and_knn_eval(tmp_path, tiny_overrides):
-    from byon.config import build_config
-    from byon.engine.run import train
-    from byon.eval.frozen import evaluate
-
-    over = tiny_overrides | {"method": "ijepa"}
-    over["train"] = over["train"] | {"max_steps": 2}
-    run = train(build_config(over), tmp_path / "run")
-    res = evaluate("knn", run, "synthetic", subset=64)
+    res = pretrain_knn("ijepa", tmp_path, tiny_overrides)
     assert res["default_feature"] == "mean" and 0.0 <= res["top1"] <= 100.0

@@ -7,33 +7,26 @@ from byon.cli import main
 from byon.config import load_config
 from byon.corruption.patches import patchify
 from byon.data.imagedata import ImageData
-from byon.engine.context import DataInfo, StepContext
 from byon.engine.run import load_run
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.ldae import LDAE
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
+from .common import assert_trains_every_parameter, make_method, rand_images, step_ctx
+
 RAW = torch.randint(0, 256, (48, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
 TINY = ["--dataset", "synthetic", "--subset", "64", "--model", "vit-test", "--batch-size", "16", "--no-progress"]
 
 
 def make(fit: bool = True, seed: int = 0, **ldae) -> LDAE:
-    cfg = load_config(None, {"method": "ldae", "model": {"preset": "vit-test"}, "ldae": ldae})
-    torch.manual_seed(seed)
-    m = LDAE(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO)
+    m = make_method("ldae", seed, **ldae)
     if fit:
         m.setup_data(ImageData(RAW, None, [], "synthetic"))
     return m
 
 
-def images(B: int = 4, seed: int = 1) -> torch.Tensor:
-    return torch.randn(B, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
+def images(B: int = 4) -> torch.Tensor:
+    return rand_images(B, seed=1)
 
 
 def test_registered_with_dits_recipe_and_default_latent_dim():
@@ -48,8 +41,8 @@ def test_registered_with_dits_recipe_and_default_latent_dim():
 
 def test_unfitted_tokenizer_is_an_error_but_pixel_needs_no_fit():
     with pytest.raises(ByonError, match="not fitted"):
-        make(fit=False)({"image": images()}, ctx())
-    assert torch.isfinite(make(fit=False, noise_space="pixel")({"image": images()}, ctx())["loss"])
+        make(fit=False)({"image": images()}, step_ctx())
+    assert torch.isfinite(make(fit=False, noise_space="pixel")({"image": images()}, step_ctx())["loss"])
 
 
 def test_corruption_lives_in_the_kept_latent_and_drops_the_residual():
@@ -85,9 +78,9 @@ def test_loss_weights_residual_components_by_a_tenth_and_lambda_by_sigma():
     x = patchify(imgs, 4)
     V = m.pca.components
     spy_net(m, lambda s: x + 2.0 * V[1])  # error 2 along a kept component
-    kept = m({"image": imgs}, ctx())["loss"]
+    kept = m({"image": imgs}, step_ctx())["loss"]
     spy_net(m, lambda s: x + 2.0 * V[9])  # the same error along a residual component
-    resid = m({"image": imgs}, ctx())["loss"]
+    resid = m({"image": imgs}, step_ctx())["loss"]
     # λ·Σ w r² / P = 0.5 · (1 · 4) / 16 and 0.5 · (0.1 · 4) / 16
     assert kept.item() == pytest.approx(0.5 * 4 / 16, rel=1e-4)
     assert resid.item() == pytest.approx(0.5 * 0.4 / 16, rel=1e-4)
@@ -97,9 +90,9 @@ def test_noise_prediction_targets_the_latent_noise_without_lambda():
     m = make(latent_dim=4, prediction="noise", multi_level=False, sigma_single=0.5)
     imgs = images()
     x = patchify(imgs, 4)
-    x_t, noise = m.corrupt(x, torch.full((4,), 0.5), ctx().generator)
+    x_t, noise = m.corrupt(x, torch.full((4,), 0.5), step_ctx().generator)
     seen = spy_net(m, lambda s: noise)
-    out = m({"image": imgs}, ctx())
+    out = m({"image": imgs}, step_ctx())
     torch.testing.assert_close(patchify(seen["input"], 4), x_t)
     assert out["loss"].item() == pytest.approx(0.0, abs=1e-10)
     assert torch.allclose(seen["t"], torch.full((4,), 1000 * 0.5 / math.sqrt(2)))
@@ -114,16 +107,8 @@ def test_multi_level_sigma_is_uniform_up_to_sqrt2():
 
 def test_train_steps_reduce_the_loss_on_a_fixed_batch():
     m = make().train()
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        out = m({"image": images(8)}, ctx())
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = assert_trains_every_parameter(m, lambda: {"image": images(8)}, steps=6)
     assert losses[-1] < losses[0]
-    assert all(not v.requires_grad for k, v in out.items() if k != "loss")
     assert m.pca.components.grad is None and not m.pca.components.requires_grad
 
 

@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,30 +8,18 @@ from byon.config import build_config, load_config
 from byon.corruption.diffusion import edm_sigma, edm_weight
 from byon.corruption.masking import token_mask
 from byon.corruption.patches import norm_pix, patchify
-from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.maskdit import MaskDiT
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "maskdit.yaml"
-TINY = {"model": {"preset": "vit-test"}}
+from .common import CONFIGS, TINY, assert_trains_every_parameter, make_method, rand_images, step_ctx
+
+CONFIG = CONFIGS / "maskdit.yaml"
 SIGMAS = torch.tensor([0.02, 0.5, 2.0, 20.0])
 
 
 def make(seed: int = 0, **maskdit) -> MaskDiT:
-    cfg = load_config(None, {"method": "maskdit", **TINY, "maskdit": maskdit})
-    torch.manual_seed(seed)
-    return MaskDiT(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO)
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
-
-
-def images(B: int = 4, seed: int = 0) -> torch.Tensor:
-    return torch.randn(B, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return make_method("maskdit", seed, **maskdit)
 
 
 def hand_mask() -> torch.Tensor:
@@ -95,16 +82,16 @@ def test_sigma_is_log_normal_with_edms_moments():
     assert log_s.std().item() == pytest.approx(1.2, abs=0.03)
     model = make()
     seen = spy(model)
-    out = model({"image": images(4)}, ctx(7))
+    out = model({"image": rand_images(4)}, step_ctx(7))
     want = edm_sigma(4, torch.Generator().manual_seed(7), -1.2, 1.2)  # the step's first draw
     torch.testing.assert_close(out["log_sigma_mean"], want.log().mean())
     torch.testing.assert_close(seen["c_noise"], want.log() / 4)
 
 
 def test_network_input_is_c_in_times_data_plus_sigma_noise(fixed):
-    model, x = make(), images(4)
+    model, x = make(), rand_images(4)
     seen = spy(model)
-    model({"image": x}, ctx())
+    model({"image": x}, step_ctx())
     _, _, c_in, c_noise = model.precondition(SIGMAS)
     noise = seen["net_in"] / c_in[:, None, None, None] - 0.5 * x  # y = σ_data · image
     std = noise.flatten(1).std(1)
@@ -113,10 +100,10 @@ def test_network_input_is_c_in_times_data_plus_sigma_noise(fixed):
 
 
 def test_loss_is_edm_weighted_denoising_on_kept_plus_mae_on_masked_tokens(fixed):
-    model, x = make(), images(4)
+    model, x = make(), rand_images(4)
     perturb_(model)
     seen = spy(model)
-    out = model({"image": x}, ctx())
+    out = model({"image": x}, step_ctx())
     mask = hand_mask()
     c_skip, c_out, c_in, _ = (c[:, None, None] for c in model.precondition(SIGMAS))
     y = 0.5 * patchify(x, 4)
@@ -131,19 +118,19 @@ def test_loss_is_edm_weighted_denoising_on_kept_plus_mae_on_masked_tokens(fixed)
 
     # F on masked tokens reaches only the MAE term, on kept tokens only the denoising term
     spy(model, offset=3.0 * mask.unsqueeze(-1))
-    a = model({"image": x}, ctx())
+    a = model({"image": x}, step_ctx())
     torch.testing.assert_close(a["denoise"], out["denoise"])
     assert a["mae"] > out["mae"]
     spy(model, offset=3.0 * (~mask).unsqueeze(-1))
-    b = model({"image": x}, ctx())
+    b = model({"image": x}, step_ctx())
     torch.testing.assert_close(b["mae"], out["mae"])
     assert b["denoise"] > out["denoise"]
 
 
 def test_clean_mae_target_switch(fixed):
-    model, x = make(mae_target="clean"), images(4)
+    model, x = make(mae_target="clean"), rand_images(4)
     seen = spy(model)
-    out = model({"image": x}, ctx())
+    out = model({"image": x}, step_ctx())
     c_skip, c_out, c_in, _ = (c[:, None, None] for c in model.precondition(SIGMAS))
     D = c_skip * patchify(seen["net_in"], 4) / c_in + c_out * seen["F"]
     want = (D - norm_pix(0.5 * patchify(x, 4))).pow(2).mean(-1)[hand_mask()].mean()
@@ -153,7 +140,7 @@ def test_clean_mae_target_switch(fixed):
 def test_probe_features_are_clean_deterministic_and_export_as_a_plain_vit():
     model = make().eval()
     perturb_(model)
-    x = images()
+    x = rand_images()
     f = model.features(x)
     torch.testing.assert_close(model.features(x)["mean"], f["mean"])  # no noise is drawn
     folded = model.eval_encoder()
@@ -171,30 +158,21 @@ def test_probe_features_are_clean_deterministic_and_export_as_a_plain_vit():
 
 
 def test_a_few_steps_train_every_parameter():
-    model = make().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(4):
-        out = model({"image": images(8)}, ctx())
-        opt.zero_grad()
-        out["loss"].backward()
-        assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = assert_trains_every_parameter(make().train(), lambda: {"image": rand_images(8)})
     assert losses[-1] < losses[0]
-    assert all(not v.requires_grad and v.numel() == 1 for k, v in out.items() if k != "loss")
 
 
 def test_unmasked_dit_has_no_mae_term_and_config_round_trips():
     model = make(mask_ratio=0.0)
-    out = model({"image": images()}, ctx())
+    out = model({"image": rand_images()}, step_ctx())
     assert "mae" not in out and model.decoder.mask_token is None
     torch.testing.assert_close(out["loss"], out["denoise"])
     cfg = load_config(CONFIG)
     assert build_config(cfg.to_dict()).to_dict() == cfg.to_dict()
     fresh = make(seed=1)
     fresh.load_state_dict(make().state_dict())
-    torch.testing.assert_close(fresh({"image": images()}, ctx())["loss"], make()({"image": images()}, ctx())["loss"])
+    x = rand_images()
+    torch.testing.assert_close(fresh({"image": x}, step_ctx())["loss"], make()({"image": x}, step_ctx())["loss"])
     for bad, match in (({"mae_target": "noisey"}, "noisy"), ({"sigma_data": 0}, "sigma_data"),
                        ({"probe_sigma": -1}, "probe_sigma"), ({"mask_ratio": 1.0}, "mask_ratio")):
         with pytest.raises(ByonError, match=match):

@@ -1,38 +1,21 @@
-import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from byon.config import load_config
-from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.ijepa import IJEPA
 from byon.methods.njepa import NJEPA
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from .common import CONFIGS, INFO, TINY, check_step, make_method, method_from, pretrain_knn, rand_batch, step_ctx
+
 VARIANTS = sorted((CONFIGS / "njepa").rglob("*.yaml"))
-TINY = {"model": {"preset": "vit-test"}}
 
 
 def make(seed: int = 0, **njepa) -> NJEPA:
-    cfg = load_config(None, {"method": "njepa", **TINY, "njepa": njepa})
-    torch.manual_seed(seed)
-    return NJEPA(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO).train()
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
-
-
-def batch(B: int = 4, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    raw = torch.randint(0, 256, (B, 1, 28, 28), generator=g, dtype=torch.uint8)
-    return {"image": (raw.float() / 255 - 0.5) / 0.25, "raw": raw, "label": torch.zeros(B, dtype=torch.long)}
+    return make_method("njepa", seed, **njepa).train()
 
 
 def test_registered_with_the_papers_best_weights_and_ijepas_recipe():
@@ -72,7 +55,7 @@ def test_single_level_noise_shares_sigma_across_an_images_blocks():
 
 def test_loss_is_ct_plus_weighted_nt_and_nc():
     m = make(w_nt=0.3, w_nc=0.7)
-    b = batch()
+    b = rand_batch()
     seen = {}
     for name in ("predictor", "noisy_predictor"):
         orig = getattr(m, name).forward
@@ -82,7 +65,7 @@ def test_loss_is_ct_plus_weighted_nt_and_nc():
             return seen[_name][0]
 
         getattr(m, name).forward = spy
-    out = m(b, ctx())
+    out = m(b, step_ctx())
     g = torch.Generator().manual_seed(0)
     masks = m.masks.sample(4, g)
     B, M, K = masks.targets.shape
@@ -102,7 +85,7 @@ def test_noise_reaches_only_the_noisy_predictor():
     n = make()
     i = IJEPA(load_config(None, {"method": "ijepa", **TINY}).method_cfg, n.shape, INFO).train()
     i.load_state_dict(n.state_dict(), strict=False)
-    torch.testing.assert_close(n(batch(), ctx())["ct"], i(batch(), ctx())["loss"].detach())
+    torch.testing.assert_close(n(rand_batch(), step_ctx())["ct"], i(rand_batch(), step_ctx())["loss"].detach())
 
 
 @pytest.mark.parametrize("predictors,mask_tokens", [("unshared", "unshared"), ("unshared", "shared"),
@@ -113,16 +96,13 @@ def test_sharing_options_use_every_parameter(predictors, mask_tokens):
     assert has_noisy == (predictors == "unshared")
     tokens = [n for n, _ in m.named_parameters() if n.endswith("mask_token")]
     assert len(tokens) == (2 if mask_tokens == "unshared" else 1)
-    out = m(batch(), ctx())
-    out["loss"].backward()
-    unused = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
-    assert unused == []
+    check_step(m, m(rand_batch(), step_ctx()))
 
 
 def test_ct_only_builds_no_noisy_branch():
     m = make(w_nt=0.0, w_nc=0.0)
     assert not hasattr(m, "noisy_predictor") and not hasattr(m, "noisy_mask_token")
-    out = m(batch(), ctx())
+    out = m(rand_batch(), step_ctx())
     assert "nt" not in out and "nc" not in out and out["loss"].requires_grad
     torch.testing.assert_close(out["loss"].detach(), out["ct"])
 
@@ -130,7 +110,7 @@ def test_ct_only_builds_no_noisy_branch():
 def test_nc_stop_grad_keeps_nc_out_of_the_clean_predictor():
     m = make(w_nt=0.0, w_nc=1.0, nc_stop_grad=True)
     masks = m.masks.sample(4, torch.Generator().manual_seed(0))
-    z = m.encode_context(batch()["image"], masks).detach()
+    z = m.encode_context(rand_batch()["image"], masks).detach()
     clean = m.predictor(z, masks.context, masks.targets)
     _, noise = m.position_noise(4, 4, masks.targets.shape[2], torch.Generator().manual_seed(1))
     noisy = m.noisy_predict(z, masks.context, masks.targets, noise)
@@ -148,22 +128,10 @@ def test_bad_options_are_one_line_errors():
 
 @pytest.mark.parametrize("path", VARIANTS, ids=[f"{p.parent.name}/{p.stem}" for p in VARIANTS])
 def test_paper_configs_train_one_step(path):
-    cfg = load_config(path, TINY)
-    torch.manual_seed(0)
-    m = NJEPA(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO).train()
-    out = m(batch(), ctx())
-    assert math.isfinite(out["loss"].item())
-    out["loss"].backward()
-    assert [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None] == []
+    m = method_from(load_config(path, TINY)).train()
+    check_step(m, m(rand_batch(), step_ctx()))  # a finite loss reaching every parameter
 
 
 def test_tiny_pretrain_and_knn_eval(tmp_path, tiny_overrides):
-    from byon.config import build_config
-    from byon.engine.run import train
-    from byon.eval.frozen import evaluate
-
-    over = tiny_overrides | {"method": "njepa"}
-    over["train"] = over["train"] | {"max_steps": 2}
-    run = train(build_config(over), tmp_path / "run")
-    res = evaluate("knn", run, "synthetic", subset=64)
+    res = pretrain_knn("njepa", tmp_path, tiny_overrides)
     assert res["method"] == "njepa" and 0.0 <= res["top1"] <= 100.0

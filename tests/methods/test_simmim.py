@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -7,29 +5,17 @@ import byon.methods.simmim as simmim_mod
 from byon.config import build_config, load_config
 from byon.corruption.masking import block_masking
 from byon.corruption.patches import patchify, unpatchify
-from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.methods.simmim import SimMIM
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "simmim.yaml"
-TINY = {"model": {"preset": "vit-test"}}
+from .common import CONFIGS, TINY, assert_trains_every_parameter, make_method, rand_images, step_ctx
+
+CONFIG = CONFIGS / "simmim.yaml"
 
 
 def make(seed: int = 0, **simmim) -> SimMIM:
-    cfg = load_config(None, {"method": "simmim", **TINY, "simmim": simmim})
-    torch.manual_seed(seed)
-    return SimMIM(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), INFO)
-
-
-def ctx(seed: int = 0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed))
-
-
-def images(B: int = 4, seed: int = 0) -> torch.Tensor:
-    return torch.randn(B, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return make_method("simmim", seed, **simmim)
 
 
 def hand_mask(monkeypatch, mask: torch.Tensor) -> None:
@@ -50,19 +36,19 @@ def test_loss_is_l1_on_masked_pixels_only(monkeypatch):
     mask = torch.zeros(2, 49, dtype=torch.bool)
     mask[0, :30], mask[1, 19:] = True, True
     hand_mask(monkeypatch, mask)
-    x = images(2)
+    x = rand_images(2)
     captured = {}
     orig = model.head.forward
     model.head.forward = lambda h: captured.setdefault("pred", orig(h))
-    out = model({"image": x}, ctx())
+    out = model({"image": x}, step_ctx())
     err = (captured["pred"] - patchify(x, 4)).abs()  # (B, N, P)
     torch.testing.assert_close(out["loss"], err[mask].sum() / (mask.sum() * 16))
 
     # a different prediction on visible tokens leaves the loss unchanged; on masked tokens it does not
     model.head.forward = lambda h: orig(h) + 100.0 * (~mask).unsqueeze(-1)
-    torch.testing.assert_close(model({"image": x}, ctx())["loss"], out["loss"])
+    torch.testing.assert_close(model({"image": x}, step_ctx())["loss"], out["loss"])
     model.head.forward = lambda h: orig(h) + 1.0 * mask.unsqueeze(-1)
-    assert model({"image": x}, ctx())["loss"] > out["loss"]
+    assert model({"image": x}, step_ctx())["loss"] > out["loss"]
 
 
 def test_masked_pixels_never_reach_the_encoder(monkeypatch):
@@ -72,11 +58,11 @@ def test_masked_pixels_never_reach_the_encoder(monkeypatch):
     hand_mask(monkeypatch, mask)
     seen = []
     model.head.register_forward_hook(lambda m, i, o: seen.append(i[0]))
-    x = images(2)
-    model({"image": x}, ctx())
+    x = rand_images(2)
+    model({"image": x}, step_ctx())
     p = patchify(x, 4)
     p2 = torch.where(mask.unsqueeze(-1), torch.randn_like(p), p)
-    model({"image": unpatchify(p2, 4, 1)}, ctx())
+    model({"image": unpatchify(p2, 4, 1)}, step_ctx())
     torch.testing.assert_close(seen[0], seen[1])
 
 
@@ -84,33 +70,23 @@ def test_mask_comes_from_the_step_generator_at_the_configured_mask_patch(monkeyp
     model = make(mask_patch=2)
     seen = {}
     monkeypatch.setattr(simmim_mod, "block_masking", lambda *a, **k: seen.setdefault("mask", block_masking(*a, **k)))
-    model({"image": images()}, ctx(5))
+    model({"image": rand_images()}, step_ctx(5))
     assert torch.equal(seen["mask"], block_masking(4, 7, 2, 0.6, torch.Generator().manual_seed(5)))
 
 
 def test_a_few_steps_train_every_parameter_and_reduce_the_loss():
-    model = make().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(4):
-        out = model({"image": images(8)}, ctx())
-        opt.zero_grad()
-        out["loss"].backward()
-        assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = assert_trains_every_parameter(make().train(), lambda: {"image": rand_images(8)})
     assert losses[-1] < losses[0]
-    assert all(not v.requires_grad and v.numel() == 1 for k, v in out.items() if k != "loss")
 
 
 def test_eval_is_the_plain_encoder_on_clean_images_and_state_round_trips():
     model = make().eval()
-    x = images()
+    x = rand_images()
     torch.testing.assert_close(model.eval_encoder().features(x)["mean"],
                                model.encoder.forward_encoder(x)[:, 1:].mean(1))
     fresh = make(seed=1)
     fresh.load_state_dict(model.state_dict())
-    torch.testing.assert_close(fresh({"image": x}, ctx())["loss"], model({"image": x}, ctx())["loss"])
+    torch.testing.assert_close(fresh({"image": x}, step_ctx())["loss"], model({"image": x}, step_ctx())["loss"])
     assert "mask_token" in model.no_weight_decay()
 
 

@@ -2,19 +2,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from byon.config import load_config
 from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError
 from byon.methods.supervised import Supervised
-from byon.nn.vit import resolve_shape
 
-INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
+from .common import INFO, assert_trains_every_parameter, make_method
 
 
 def make(info: DataInfo = INFO, **sup) -> Supervised:
-    cfg = load_config(None, {"method": "supervised", "model": {"preset": "vit-test"}, "supervised": sup})
-    torch.manual_seed(0)
-    return Supervised(cfg.method_cfg, resolve_shape(cfg.model, 28, 1), info)
+    return make_method("supervised", info=info, **sup)
 
 
 def test_loss_is_smoothed_cross_entropy_of_the_cls_head():
@@ -30,15 +26,8 @@ def test_loss_is_smoothed_cross_entropy_of_the_cls_head():
 def test_a_few_steps_fit_a_fixed_batch():
     m = make(label_smoothing=0.0)
     images, labels = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    first = None
-    for _ in range(40):
-        loss = m({"image": images, "label": labels}, StepContext(generator=torch.Generator()))["loss"]
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.5 * first
+    losses = assert_trains_every_parameter(m, lambda: {"image": images, "label": labels}, steps=40, lr=3e-3)
+    assert losses[-1] < 0.5 * losses[0]
 
 
 def test_unlabelled_data_and_bad_settings_are_one_line_errors():

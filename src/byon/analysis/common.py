@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from byon.engine.context import DataInfo
-from byon.engine.run import load_run, write_json
+from byon.engine.run import load_run_for, write_json
 from byon.errors import ByonError
 
 if TYPE_CHECKING:
@@ -27,10 +27,6 @@ MAX_ROWS = 64  # images in one figure grid
 def check_rows(n: int) -> None:
     if not 1 <= n <= MAX_ROWS:
         raise ByonError(f"--n {n}: one figure shows 1 to {MAX_ROWS} images; use --n between them")
-
-
-def pick_device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def eval_encoder(method: nn.Module) -> ViTEncoder:
@@ -96,14 +92,16 @@ class RunSample:
 
 
 def load_sample(run_dir: str | Path, n: int, dataset: str | None = None, split: str = "test",
-                root: str | None = None, seed: int = 0, device: str | None = None) -> RunSample:
-    """Load a run (`load_run`) and n images of `split` of `dataset` (default: the run's pretraining data)."""
+                root: str | None = None, seed: int = 0, device: str | None = None, hook: str | None = None,
+                purpose: str = "this analysis") -> RunSample:
+    """Load a run (`load_run_for`: a method without the method hook `hook` is an error naming `purpose`) and n
+    images of `split` of `dataset` (default: the run's pretraining data)."""
     from byon.data import load_dataset
 
     run_dir = Path(run_dir)
     if n < 1:
         raise ByonError(f"--n must be ≥ 1, got {n}")
-    cfg, method = load_run(run_dir)
+    cfg, method, dev = load_run_for(run_dir, hook, purpose, device)
     info = method.data_info
     dataset = dataset or cfg.data.dataset
     root = root if root is not None else cfg.data.root
@@ -112,8 +110,7 @@ def load_sample(run_dir: str | Path, n: int, dataset: str | None = None, split: 
         raise ByonError(f"dataset '{dataset}' has {data.in_chans}x{data.img_size}px images but the run's encoder "
                         f"expects {info.in_chans}x{info.img_size}px; analyse it on data shaped like its training data")
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
-    dev = pick_device(device)
-    return RunSample(run_dir=run_dir, cfg=cfg, method=method.to(dev).eval(), info=info, images=data.images[idx],
+    return RunSample(run_dir=run_dir, cfg=cfg, method=method, info=info, images=data.images[idx],
                      labels=None if data.labels is None else data.labels[idx], dataset=dataset, split=split,
                      seed=seed, device=dev)
 

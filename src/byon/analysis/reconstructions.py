@@ -14,15 +14,13 @@ from typing import Any
 import torch
 
 from byon.analysis.common import check_rows, imshow_image, load_sample, new_figure, output_paths, save
-from byon.errors import ByonError
+from byon.engine.run import methods_with
 
 REQUIRED = ("input", "corrupted", "reconstruction")
 
 
 def supporting_methods() -> list[str]:
-    from byon.methods import METHODS
-
-    return sorted(name for name, cls in METHODS.items() if hasattr(cls, "reconstruct"))
+    return methods_with("reconstruct")
 
 
 def reconstructions(run_dir: str | Path, n: int = 8, out: str | Path | None = None, dataset: str | None = None,
@@ -31,10 +29,7 @@ def reconstructions(run_dir: str | Path, n: int = 8, out: str | Path | None = No
     """A grid of n images (rows) × the method's `reconstruct` panels (columns), un-normalised with the run's
     mean/std; the JSON holds each panel's mean squared error to the input (normalised units)."""
     check_rows(n)
-    s = load_sample(run_dir, n, dataset, split, root, seed, device)
-    if not hasattr(s.method, "reconstruct"):
-        raise ByonError(f"method '{s.cfg.method}' does not reconstruct images; reconstructions work for runs of "
-                        f"{', '.join(supporting_methods())}")
+    s = load_sample(run_dir, n, dataset, split, root, seed, device, hook="reconstruct", purpose="reconstructions")
     x = s.normalized(s.images)
     with torch.inference_mode():
         panels = s.method.reconstruct(x, torch.Generator(device=s.device).manual_seed(seed))

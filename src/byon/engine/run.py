@@ -160,6 +160,30 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig,
     return cfg, method
 
 
+def pick_device(device: str | None = None) -> torch.device:
+    """`device`, else cuda where there is one, else cpu."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def methods_with(hook: str) -> list[str]:
+    """The registered methods whose class defines the method hook `hook` (e.g. 'reconstruct'), sorted."""
+    return sorted(name for name, cls in METHODS.items() if hasattr(cls, hook))
+
+
+def load_run_for(run_dir: str | Path, hook: str | None, purpose: str,
+                 device: str | None = None) -> tuple[RunConfig, torch.nn.Module, torch.device]:
+    """`load_run` for a command that needs the method hook `hook` (None: any method will do): the config, the
+    method in eval mode on `device` (`pick_device`) and that device. A method without the hook is a ByonError
+    naming `purpose` (what needs the hook, e.g. 'sampling images') and the registered methods that have it."""
+    cfg, method = load_run(run_dir)
+    if hook is not None and not hasattr(method, hook):
+        names = methods_with(hook)
+        fix = f"use a run of {', '.join(names)}" if names else "no registered method has one"
+        raise ByonError(f"method '{cfg.method}' has no '{hook}' hook (needed for {purpose}); {fix}")
+    dev = pick_device(device)
+    return cfg, method.to(dev).eval(), dev
+
+
 def _config_method(path: Path) -> str | None:
     """The `method:` of a run's config.yaml, or None when there is none to read."""
     import yaml

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from byon.engine.run import load_run, write_json
+from byon.engine.run import load_run_for, write_json
 from byon.errors import ByonError
 
 DEFAULT_TIMESTEPS = (1, 10, 25, 50, 100, 200)
@@ -71,12 +71,7 @@ def probe_grid(run_dir: str | Path, dataset: str | None = None, layers: str | Se
     from byon.eval.linear import BASE_LR, linear_heads
 
     run_dir = Path(run_dir)
-    cfg, method = load_run(run_dir)
-    if not hasattr(method, "layer_features"):
-        raise ByonError(f"method '{cfg.method}' has no per-layer noised features (a layer_features hook); the probe "
-                        f"grid works for diffusion-trained runs such as ddae")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    method = method.to(dev).eval()
+    cfg, method, dev = load_run_for(run_dir, "layer_features", "the layer × timestep probe grid", device)
     info = method.data_info
     dataset = dataset or cfg.data.dataset
     train = load_dataset(dataset, "train", root=root, subset=subset, seed=seed)
