@@ -94,7 +94,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         kwargs = {"k": a.k, "temperature": a.temperature} if a.kind == "knn" else {"epochs": a.linear_epochs}
         res = frozen.evaluate(a.kind, a.run, dataset, subset=a.subset, **where, **kwargs)
         line = (f"{a.kind} top-1 on {dataset}: {res['top1']:.2f} ({res['default_feature']}); "
-                f"cls {res['top1_cls']:.2f}, mean {res['top1_mean']:.2f}")
+                + ", ".join(f"{ft} {res[f'top1_{ft}']:.2f}" for ft in res["features"]))
     print(line)
     if a.json:
         print(json.dumps(res))
@@ -129,7 +129,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
-    for path in bench_quality(a.protocol, methods, seeds, Path(a.runs), Path(a.results), a.data_root, a.set):
+    for path in bench_quality(a.protocol, methods, seeds, Path(a.runs), Path(a.results), a.data_root, a.set,
+                              a.tag):
         print(path)
     return 0
 
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--results", default="benchmarks/results")
     q.add_argument("--data-root")
     q.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
+    q.add_argument("--tag", help="name runs and results <method>-<tag>-seed<s> (a variant kept apart)")
     q.set_defaults(fn=cmd_bench)
     w = bsub.add_parser("sweep", help="run a set of config files (an ablation) and tabulate them")
     w.add_argument("--configs", nargs="+", required=True, help="e.g. configs/byon/ablation/*.yaml")

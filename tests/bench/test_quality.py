@@ -1,33 +1,100 @@
+import dataclasses
 import json
 
-from byon.bench.quality import bench_quality, bench_sweep
+import pytest
+
+from byon.bench import quality
+from byon.bench.quality import PROTOCOLS, bench_quality, bench_sweep, run_name
+from byon.config import load_config, save_config
+from byon.engine.run import git_commit, git_dirty, hardware
+from byon.errors import ByonError
 
 
-def test_quality_writes_one_json_per_run_and_skips_finished_runs(tmp_path):
+@pytest.fixture
+def smoke(monkeypatch):
+    """The smoke protocol with 2 low-shot epochs (not the default 100), to see that the protocol's count is used."""
+    monkeypatch.setitem(PROTOCOLS, "smoke", dataclasses.replace(PROTOCOLS["smoke"], lowshot_epochs=2))
+    return PROTOCOLS["smoke"]
+
+
+def test_quality_writes_one_json_per_run_and_skips_finished_runs(tmp_path, smoke):
     runs, results = tmp_path / "runs", tmp_path / "results"
-    paths = bench_quality("smoke", ["mae", "random-init", "pixels"], [0], runs, results)
+    # train.num_threads changes no result: the run keeps its plain name (as the committed fmnist-cpu runs)
+    paths = bench_quality("smoke", ["mae", "random-init", "pixels"], [0], runs, results,
+                          extra=["train.num_threads=1"])
     assert [p.name for p in paths] == ["mae-seed0.json", "random-init-seed0.json", "pixels.json"]
     rec = json.loads(paths[0].read_text())
     m = rec["metrics"]
     for k in ("knn_cls", "knn_mean", "linear_cls", "linear_mean", "lowshot5_cls", "lowshot5_mean"):
         assert 0.0 <= m[k] <= 100.0, k
     assert rec["flops_per_image"] > 0 and rec["seed"] == 0 and rec["config"]["method"] == "mae"
+    assert rec["overrides"] == ["train.num_threads=1"] and rec["config"]["train"]["num_threads"] == 1
+    assert m["protocol"] == {"features": ["cls", "mean"], "knn_k": 20, "knn_temperature": 0.07, "linear_epochs": 3,
+                             "lowshot": [5], "lowshot_draws": 2, "lowshot_epochs": 2}
+    low = json.loads((runs / "smoke" / "mae-seed0" / "eval" / "lowshot-synthetic.json").read_text())
+    assert low["epochs"] == 2 and low["draws"] == 2
+    assert isinstance(rec["dirty"], bool) and rec["eval_env"]["dirty"] == git_dirty()
+    assert rec["eval_env"]["commit"] == git_commit() and rec["command"]
     assert json.loads(paths[1].read_text())["steps"] == 0
     pix = json.loads(paths[2].read_text())["metrics"]
     assert pix["knn_raw"] > 30.0  # 10 synthetic shape classes: raw pixels are far above chance
     mtime = paths[0].stat().st_mtime_ns
     assert bench_quality("smoke", ["mae"], [0], runs, results)[0].stat().st_mtime_ns == mtime
 
+    # a finished run is evaluated again, not retrained: the record keeps its training environment
+    summary_path = runs / "smoke" / "mae-seed0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary |= {"commit": "trained-at", "hardware": "trained-on", "torch": "trained-with", "dirty": True}
+    summary_path.write_text(json.dumps(summary))
+    paths[0].unlink()
+    again = json.loads(bench_quality("smoke", ["mae"], [0], runs, results)[0].read_text())
+    assert (again["commit"], again["hardware"], again["torch"], again["dirty"]) == \
+        ("trained-at", "trained-on", "trained-with", True)
+    assert again["eval_env"]["hardware"] == hardware() and again["overrides"] == []
+    assert again["config"] == rec["config"]  # the run's own config.yaml (num_threads 1), not the defaults
+
+
+def test_result_changing_overrides_name_the_run():
+    assert run_name("mae", None) == run_name("mae", []) == "mae"
+    quiet = ["train.num_threads=1", "train.progress=false", "train.log_every_n_steps=5",
+             "train.ckpt_every_steps=10", "train.accelerator=cpu"]
+    assert run_name("mae", quiet) == "mae"
+    a = run_name("mae", ["mae.mask_ratio=0.5", "optim.blr=1e-3"])
+    assert a.startswith("mae-") and len(a) == len("mae-") + 8
+    assert run_name("mae", ["optim.blr=1e-3", "train.num_threads=2", "mae.mask_ratio=0.5"]) == a  # order, quiet
+    assert run_name("mae", ["mae.mask_ratio=0.6", "optim.blr=1e-3"]) != a
+    assert run_name("mae", ["train.devices=2"]) != "mae"  # another global batch, another lr
+
+
+def test_a_run_dir_of_another_config_is_an_error(tmp_path, smoke):
+    """The run directory is checked before anything trains or evaluates in it."""
+    run = tmp_path / "runs" / "smoke" / "mae-seed0"
+    run.mkdir(parents=True)
+    over = {"method": "mae", "data": {"dataset": "synthetic"}, "model": {"preset": "vit-test"},
+            "train": {"epochs": 1, "batch_size": 64, "seed": 0, "progress": False}}
+    save_config(load_config(None, over, {"mae": {"mask_ratio": 0.5}, "optim": {"blr": 1e-3}}), run / "config.yaml")
+    with pytest.raises(ByonError, match=r"was trained with another config \(differs in mae.mask_ratio, "
+                                        r"optim.blr\); pass --tag"):
+        bench_quality("smoke", ["mae"], [0], tmp_path / "runs", tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+    # keys that change no result may differ; the record then holds the run's own values
+    save_config(load_config(None, over, {"train": {"num_threads": 3, "log_every_n_steps": 1}}), run / "config.yaml")
+    cfg = load_config(None, over, {"train": {"num_threads": 1}})
+    assert quality._run_config(run, cfg)["train"]["num_threads"] == 3
+
 
 def test_sweep_tabulates_one_row_per_config(tmp_path):
     configs = [tmp_path / "a.yaml", tmp_path / "b.yaml"]
     configs[0].write_text("method: mae\nmae: {mask_ratio: 0.5}\n")
     configs[1].write_text("method: mae\nmae: {mask_ratio: 0.75}\n")
-    table = bench_sweep("smoke", configs, [0], tmp_path / "runs", tmp_path / "results")
+    extra = ["train.max_steps=2", "train.num_threads=1"]  # --set extras name the rows too
+    table = bench_sweep("smoke", configs, [0], tmp_path / "runs", tmp_path / "results", extra=extra)
     lines = table.splitlines()
-    assert len(lines) == 4 and lines[2].startswith(f"| {tmp_path.name}-a |")
-    rec = json.loads((tmp_path / "results" / "smoke" / f"{tmp_path.name}-b-seed0.json").read_text())
-    assert rec["config"]["mae"]["mask_ratio"] == 0.75
+    names = [run_name(f"{tmp_path.name}-{c}", extra) for c in "ab"]
+    assert names[0] != f"{tmp_path.name}-a" and names[0] == run_name(f"{tmp_path.name}-a", extra[:1])
+    assert len(lines) == 4 and lines[2].startswith(f"| {names[0]} |")
+    rec = json.loads((tmp_path / "results" / "smoke" / f"{names[1]}-seed0.json").read_text())
+    assert rec["config"]["mae"]["mask_ratio"] == 0.75 and rec["steps"] == 2 and rec["overrides"] == extra
 
 
 def test_report_renders_tables_from_the_jsons(tmp_path):
@@ -40,9 +107,14 @@ def test_report_renders_tables_from_the_jsons(tmp_path):
                "hardware": "cpu", "torch": "x", "commit": "abc",
                "metrics": {"knn": knn, "linear": 85.0, "lowshot10": 50.0, "lowshot100": 70.0}}
         (results / f"mae-seed{seed}.json").write_text(json.dumps(rec))
+    # an encoder without a CLS token: its *_cls metrics are None (or absent in a hand-made record)
+    rec = {"name": "ijepa", "seed": 0, "wall_time_s": 60.0, "images_per_s": 100.0, "flops_per_image": 2e8,
+           "metrics": {"knn": 70.0, "linear": 75.0, "knn_cls": None, "knn_mean": 70.0, "linear_mean": 75.0}}
+    (results / "ijepa-seed0.json").write_text(json.dumps(rec))
     out = render(tmp_path / "results", tmp_path / "RESULTS.md")
     text = out.read_text()
     assert "| mae | 0,1 | 81.00 ± 1.41 | 85.00 ± 0.00 |" in text
+    assert "| ijepa | 0 | 70.00 | 75.00 | — | — | — | 70.00 | — | 75.00 |" in text
     assert (tmp_path / "p-accuracy-vs-time.png").stat().st_size > 1000
 
 

@@ -79,13 +79,51 @@ def test_relaxation_only_drops_the_last_targets_exclusion():
         assert not (ctx[b] & tgt[b, :kept].any(0)).any()
 
 
-def test_truncation_keeps_the_first_indices_up_to_the_batch_minimum():
-    c = MultiBlockMaskCollator(7, min_keep=4)
+def test_raster_truncation_keeps_the_first_indices_up_to_the_batch_minimum():
+    c = MultiBlockMaskCollator(7, min_keep=4, truncate="raster")
     m = c.sample(64, gen(3))
     counts = m.context_mask.sum(1)
     assert m.context.shape[1] == int(counts.min()) and counts.max() > counts.min()
     for b in range(64):
         assert torch.equal(m.context[b], m.context_mask[b].nonzero()[: m.context.shape[1], 0])
+
+
+def test_random_truncation_is_the_default_and_keeps_an_equal_sized_subset_of_each_context():
+    c = MultiBlockMaskCollator(7, min_keep=4)
+    assert c.truncate == "random"
+    m = c.sample(64, gen(3))
+    k = int(m.context_mask.sum(1).min())
+    assert m.context.shape == (64, k) and m.context_mask.sum(1).max() > k  # some images were cut
+    assert torch.equal(m.context, torch.sort(m.context, dim=1).values) and (m.context[:, 1:] != m.context[:, :-1]).all()
+    assert not (as_mask(m.context, 49) & ~m.context_mask).any()  # only context tokens
+    again = c.sample(64, gen(3))
+    assert torch.equal(m.context, again.context) and torch.equal(m.context_mask, again.context_mask)
+    raster = MultiBlockMaskCollator(7, min_keep=4, truncate="raster").sample(64, gen(3))
+    assert torch.equal(raster.context_mask, m.context_mask)  # the same contexts, only the cut differs
+    assert not torch.equal(raster.context, m.context)
+
+
+def row_bias(truncate: str) -> float:
+    """Mean over images and seeds of (mean row of the kept tokens − mean row of the full context)."""
+    c = MultiBlockMaskCollator(7, min_keep=4, truncate=truncate)
+    diffs = []
+    for seed in range(8):
+        m = c.sample(128, gen(seed))
+        full = (m.context_mask * (torch.arange(49) // 7)).sum(1) / m.context_mask.sum(1)
+        diffs.append((m.context // 7).float().mean(1) - full)
+    return torch.cat(diffs).mean().item()
+
+
+def test_random_truncation_is_not_biased_to_the_top_rows():
+    # raster-first drops the bottom rows: the kept tokens sit well above the context's centre
+    assert row_bias("raster") < -0.5  # −1.24: over a row above
+    assert abs(row_bias("random")) < 0.05  # its expectation is 0; the standard error over 1024 images is 0.01
+
+
+def test_unknown_truncation_is_a_one_line_error():
+    msg = r"unknown ijepa.truncate 'rastr' \(did you mean 'raster'\?\); valid: random, raster"
+    with pytest.raises(ByonError, match=msg):
+        MultiBlockMaskCollator(7, min_keep=4, truncate="rastr", name="ijepa")
 
 
 def test_reproducible_and_a_function_of_the_generator_only():

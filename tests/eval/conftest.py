@@ -29,3 +29,9 @@ def gray_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rgb_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """BYON at its initialisation on the 3-channel synthetic dataset."""
     return tiny_run(tmp_path_factory.mktemp("eval"), "byon", "synthetic-rgb", 0)
+
+
+@pytest.fixture(scope="session")
+def nocls_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """I-JEPA at its initialisation: an encoder without a CLS token."""
+    return tiny_run(tmp_path_factory.mktemp("eval"), "ijepa", "synthetic", 0)

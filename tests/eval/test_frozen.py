@@ -10,7 +10,7 @@ import torch
 
 from byon.cli import main
 from byon.errors import ByonError
-from byon.eval.frozen import lowshot_indices, run_features
+from byon.eval.frozen import evaluate, evaluate_linear_grid, evaluate_lowshot, lowshot_indices, run_features
 
 
 def last_json(capsys: pytest.CaptureFixture) -> dict:
@@ -72,3 +72,26 @@ def test_lowshot_indices_take_n_per_class_and_repeat_for_a_seed() -> None:
     assert not torch.equal(idx, lowshot_indices(labels, 4, seed=8))
     with pytest.raises(ByonError, match="fewer than 21"):
         lowshot_indices(labels, 21, seed=0)
+
+
+def test_an_encoder_without_a_cls_token_is_evaluated_on_its_mean_only(nocls_run: Path) -> None:
+    """I-JEPA's encoder has no CLS token; its features' 'cls' is the mean again, so it must not be reported as
+    a CLS result: every evaluation lists 'mean' only, and the benchmark record has None for the cls metrics."""
+    import dataclasses
+
+    from byon.bench.quality import PROTOCOLS, _frozen_metrics
+
+    run = nocls_run
+    feats, _ = run_features(run, "synthetic", "train", subset=100)
+    assert feats.keys() == {"mean"}
+    knn = evaluate("knn", run, "synthetic", subset=100)
+    assert knn["features"] == ["mean"] and knn["default_feature"] == "mean" and "top1_cls" not in knn
+    assert knn["top1"] == knn["top1_mean"]
+    low = evaluate_lowshot(run, "synthetic", shots=(2,), draws=2, epochs=2)
+    assert low["2"].keys() == {"mean"} and low["features"] == ["mean"]
+    grid = evaluate_linear_grid(run, "synthetic", subset=100, blrs=(0.1,), blocks=2, epochs=1)
+    assert grid["features"] == ["mean", "cls2", "cls2+mean"]
+    p = dataclasses.replace(PROTOCOLS["smoke"], lowshot=(2,), lowshot_epochs=2, linear_epochs=1)
+    m = _frozen_metrics(run, p, 0, None)
+    assert m["knn_cls"] is m["linear_cls"] is m["lowshot2_cls"] is m["lowshot2_cls_std"] is None
+    assert m["knn"] == m["knn_mean"] and m["lowshot2"] == m["lowshot2_mean"] and m["protocol"]["features"] == ["mean"]

@@ -4,6 +4,7 @@ import torch
 from byon.config import load_config
 from byon.corruption.diffusion import edm_precondition, edm_weight
 from byon.corruption.patches import patchify
+from byon.engine.context import StepContext
 from byon.engine.ema import ema_update
 from byon.errors import ByonError
 from byon.methods import METHODS
@@ -83,11 +84,36 @@ def test_one_train_step_and_the_ema(objective):
     out["loss"].backward()
     opt.step()
     assert torch.isfinite(out["loss"]) and m.net.encoder.blocks[0].attn.qkv.weight.grad is not None
-    assert m.ema_pairs() == [(m.net, m.ema)] and m.ema_momentum(0.3) == m.cfg.ema_decay == 0.999
+    assert m.ema_pairs() == [(m.net, m.ema)]
     before = m.ema.encoder.blocks[0].attn.qkv.weight.clone()
     online = m.net.encoder.blocks[0].attn.qkv.weight
+    assert not torch.equal(before, online)
     ema_update(m.ema_pairs(), 0.999)
     torch.testing.assert_close(m.ema.encoder.blocks[0].attn.qkv.weight, 0.999 * before + 0.001 * online)
+
+
+def test_ema_decay_warms_up_as_ema_pytorch():
+    """DDAE's ema_pytorch.EMA(beta, update_after_step=0, update_every=1): update k decays by
+    min(β, 1 − (1 + k)^(−2/3)), so the first update copies the online net; the engine passes (k + 1) / total."""
+    m = make().train()
+    assert m.cfg.ema_decay == 0.9999 and load_config("configs/ddae.yaml").method_cfg.ema_decay == 0.9999
+    with pytest.raises(RuntimeError, match="training step"):
+        m.ema_momentum(0.5)
+    total = 1872  # fmnist-cpu: 8 epochs of 234 steps
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    out = m({"image": images(8)}, StepContext(generator=torch.Generator().manual_seed(0), total_steps=total))
+    out["loss"].backward()
+    opt.step()
+    decay = [m.ema_momentum(min((k + 1) / total, 1.0)) for k in range(total)]
+    assert decay[0] == 0.0 and decay[1] == pytest.approx(1 - 2 ** (-2 / 3)) and decay[9] == pytest.approx(
+        1 - 10 ** (-2 / 3))
+    assert decay[-1] == pytest.approx(0.99342, abs=1e-5) and all(a < b for a, b in zip(decay, decay[1:]))
+    ema_update(m.ema_pairs(), decay[0])  # update 0: the random init leaves no trace
+    for online, ema in zip(m.net.parameters(), m.ema.parameters()):
+        assert torch.equal(online, ema)
+    capped = make(ema_decay=0.999)  # 1 − (1 + k)^(−2/3) passes 0.999 at k ≈ 31,622
+    capped({"image": images()}, StepContext(generator=torch.Generator().manual_seed(0), total_steps=100_000))
+    assert capped.ema_momentum(1.0) == 0.999 and capped.ema_momentum(0.0001) == pytest.approx(1 - 10 ** (-2 / 3))
 
 
 def test_layer_features_use_fresh_noise_and_the_ema():
@@ -128,12 +154,35 @@ def test_eval_encoder_is_the_truncated_ema_network_on_clean_input(objective):
         make(feature_block=5)
 
 
+def probe_noise(m: DDAE, imgs: torch.Tensor) -> torch.Tensor:
+    """The noise map ε (B, C, H, W) of one `features` call, read back from the DDPM network input."""
+    seen, net_input = {}, m.net_input
+
+    def spy(x, t, g):
+        seen["x"], seen["t"] = net_input(x, t, g)
+        return seen["x"], seen["t"]
+
+    m.net_input = spy
+    m.features(imgs)
+    ab = m.diffusion.sqrt_ab[seen["t"]].view(-1, 1, 1, 1)
+    return (seen["x"] - ab * 0.5 * imgs) / m.diffusion.sqrt_1mab[seen["t"]].view(-1, 1, 1, 1)
+
+
 def test_noisy_features_repeat_for_a_fresh_load():
     a, b = make(), make()
     imgs = images()
     fa, fb = a.features(imgs), b.features(imgs)
     assert torch.equal(fa["mean"], fb["mean"])
     assert not torch.equal(a.features(imgs)["mean"], fa["mean"])  # the next batch gets new noise
+
+
+def test_different_batches_of_fresh_loads_draw_different_probe_noise():
+    """Each split's extraction loads the run afresh: its batch k must not reuse another split's noise map."""
+    train, test = images(), rand_images(4, seed=2)
+    eps = probe_noise(make(), train)
+    assert abs(eps.std().item() - 1) < 0.1
+    assert torch.equal(probe_noise(make(), train), eps)  # same images, same noise
+    assert (probe_noise(make(), test) - eps).abs().mean() > 0.5
 
 
 @pytest.mark.parametrize("objective,sampler", [("ddpm", "ddim"), ("edm", "heun"), ("edm", "ddim")])

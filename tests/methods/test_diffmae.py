@@ -45,6 +45,7 @@ def test_registered_with_maes_recipe():
     assert cfg.optim.betas == (0.9, 0.95) and cfg.optim.weight_decay == 0.05 and cfg.optim.blr == 1.5e-4
     m = cfg.method_cfg
     assert (m.mask_ratio, m.decoder, m.schedule, m.num_timesteps) == (0.75, "joint", "cosine", 1000)
+    assert m.norm_pix is False and diffmae_mod.DiffMAEConfig().norm_pix is False  # the spec's clean pixels x0
 
 
 def test_loss_is_x0_mse_on_masked_patches_only(monkeypatch):
@@ -53,7 +54,7 @@ def test_loss_is_x0_mse_on_masked_patches_only(monkeypatch):
     model, x = make(), rand_images(2)
     seen = spy_decoder(model)
     out = model({"image": x}, step_ctx())
-    x0 = norm_pix(patchify(x, 4))
+    x0 = patchify(x, 4)  # clean, dataset-normalised pixels
     err = (seen["pred"] - x0).pow(2).mean(-1)
     torch.testing.assert_close(out["loss"], err[mask].mean())
     spy_decoder(model, offset=50.0 * (~mask).unsqueeze(-1))
@@ -92,7 +93,7 @@ def test_decoder_input_is_the_ddpm_forward_process(schedule):
         cum = torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)
         ab = cum[t]
     keep = t < 990  # the cosine betas are clipped at 0.999 in the last steps
-    x0 = norm_pix(patchify(x, 4)).double()
+    x0 = patchify(x, 4).double()
     eps = (seen["x_t"].double() - ab.sqrt()[:, None, None] * x0) / (1 - ab).sqrt()[:, None, None]
     eps = eps[keep]
     assert keep.sum() >= 12 and t.min() >= 0 and t.max() < T and len(t.unique()) > 8
@@ -106,12 +107,13 @@ def test_each_decoder_trains_every_parameter(decoder):
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
 
 
-def test_raw_pixel_targets_and_same_generator_same_step():
-    model = make(norm_pix=False)
+def test_norm_pix_targets_and_same_generator_same_step():
+    model = make(norm_pix=True)
     seen = spy_decoder(model)
     x = rand_images(2)
     a = model({"image": x}, step_ctx(1))
-    err = (seen["pred"] - patchify(x, 4)).pow(2).mean(-1)
+    x0 = norm_pix(patchify(x, 4))
+    err = (seen["pred"] - x0).pow(2).mean(-1)
     torch.testing.assert_close(a["loss"], err[seen["m"].mask].mean())
     assert torch.equal(model({"image": x}, step_ctx(1))["loss"], a["loss"])
 

@@ -22,8 +22,16 @@ def test_registered_recipe_and_config_file():
     cfg = load_config(CONFIGS / "ijepa.yaml", TINY)
     o = cfg.optim
     assert (o.weight_decay, o.weight_decay_end, o.betas, o.blr) == (0.04, 0.4, (0.9, 0.999), 1.25e-4)
-    assert cfg.data.crop_scale == (0.3, 1.0) and cfg.data.hflip is False
-    assert load_config(None, {"method": "ijepa"}).optim.weight_decay_end == 0.4  # the bench path: recipe only
+    assert cfg.method_cfg.truncate == "random"
+    bench = load_config(None, {"method": "ijepa"})  # the bench path: recipe only
+    assert bench.optim.weight_decay_end == 0.4
+    # the protocol's augmentation (crop 0.6–1 + flip) in the recipe and the config; the official crop is a row
+    assert "data" not in IJEPA.recipe
+    for c in (cfg, bench):
+        assert c.data.crop_scale == (0.6, 1.0) and c.data.hflip is True
+    official = load_config(CONFIGS / "ijepa" / "official_crop.yaml", TINY)
+    assert official.data.crop_scale == (0.3, 1.0) and official.data.hflip is False
+    assert official.method == "ijepa" and official.optim == cfg.optim and official.method_cfg == cfg.method_cfg
 
 
 def test_encoders_have_no_cls_and_load_into_timm():
@@ -77,6 +85,8 @@ def test_loss_is_smooth_l1_to_layer_normed_target_features_at_the_targets():
     target = gather_blocks(h, masks.targets)
     torch.testing.assert_close(out["loss"], F.smooth_l1_loss(seen["pred"], target))
     assert out["context_keep"] == masks.context.shape[1] / 49
+    torch.testing.assert_close(out["context_drawn"], masks.context_mask.float().sum(1).mean() / 49)
+    assert out["context_drawn"] >= out["context_keep"]
     l2 = make(loss="l2")
     l2.predictor.forward = lambda *a, **k: seen["pred"]
     torch.testing.assert_close(l2(b, step_ctx())["loss"], F.mse_loss(seen["pred"], target))
@@ -133,6 +143,16 @@ def test_one_train_step_then_ema():
     w_o, w_t = m.encoder.blocks[0].attn.qkv.weight, m.target_encoder.blocks[0].attn.qkv.weight
     assert not torch.equal(w_o, before)
     torch.testing.assert_close(w_t, 0.996 * before + 0.004 * w_o)
+
+
+def test_truncate_option_reaches_the_collator():
+    assert make().masks.truncate == "random"
+    m = make(truncate="raster")
+    masks = m.masks.sample(8, torch.Generator().manual_seed(0))
+    k = masks.context.shape[1]
+    assert all(torch.equal(masks.context[b], masks.context_mask[b].nonzero()[:k, 0]) for b in range(8))
+    with pytest.raises(ByonError, match="unknown ijepa.truncate 'first'"):
+        make(truncate="first")
 
 
 def test_bad_predictor_width_is_a_one_line_error():

@@ -88,6 +88,16 @@ def test_sigma_is_log_normal_with_edms_moments():
     torch.testing.assert_close(seen["c_noise"], want.log() / 4)
 
 
+def test_decoder_prediction_starts_at_zero_as_in_maskdit(fixed):
+    """The official model zero-initialises its final layer (DiT's): F ≡ 0, so D(x) = c_skip·x at init."""
+    model, x = make(), rand_images(4)
+    perturb_(model)
+    assert model.decoder.pred.weight.eq(0).all() and model.decoder.pred.bias.eq(0).all()
+    seen = spy(model)
+    model({"image": x}, step_ctx())
+    assert seen["F"].eq(0).all()
+
+
 def test_network_input_is_c_in_times_data_plus_sigma_noise(fixed):
     model, x = make(), rand_images(4)
     seen = spy(model)

@@ -99,6 +99,21 @@ def test_sharing_options_use_every_parameter(predictors, mask_tokens):
     check_step(m, m(rand_batch(), step_ctx()))
 
 
+@pytest.mark.parametrize("predictors", ["unshared", "shared"])
+def test_every_mask_token_is_undecayed(predictors):
+    from byon.engine.optim import param_groups
+
+    m = make(predictors=predictors)
+    decay, no_decay = param_groups(m, 0.04)
+    names = {id(p): n for n, p in m.named_parameters()}
+    tokens = {n for n in names.values() if n.endswith("mask_token")}
+    assert len(tokens) == 2  # the clean predictor's and the noisy branch's
+    assert tokens <= {names[id(p)] for p in no_decay["params"]}
+    assert not tokens & {names[id(p)] for p in decay["params"]}
+    if predictors == "shared":  # the noisy token is the method's own parameter
+        assert "noisy_mask_token" in tokens and m.no_weight_decay() == {"noisy_mask_token"}
+
+
 def test_ct_only_builds_no_noisy_branch():
     m = make(w_nt=0.0, w_nc=0.0)
     assert not hasattr(m, "noisy_predictor") and not hasattr(m, "noisy_mask_token")

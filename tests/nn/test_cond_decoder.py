@@ -64,6 +64,18 @@ def test_adaln_zero_init_is_identity_and_ignores_t():
     torch.testing.assert_close(dec(lat, torch.tensor([0, 0])), dec(lat, torch.tensor([999, 999])))
 
 
+def test_adaln_zero_initialises_the_prediction_and_add_keeps_maes_init():
+    """DiT / MaskDiT: the adaLN decoder's final Linear starts at zero (F ≡ 0); "add" (BYON's) keeps MAE's
+    xavier init."""
+    adaln, add = make(cond="adaln", mask_token=False), make(cond="add", mask_token=False)
+    assert adaln.pred.weight.eq(0).all() and adaln.pred.bias.eq(0).all()
+    lat = torch.randn(2, 1 + N, D)
+    assert adaln(lat, torch.tensor([3, 700])).eq(0).all()
+    bound = (6 / (24 + P)) ** 0.5  # xavier_uniform of Linear(24 → 16)
+    assert 0.5 * bound < add.pred.weight.abs().max() <= bound and add.pred.bias.eq(0).all()
+    assert add(lat, torch.tensor([3, 700])).abs().mean() > 0.05
+
+
 def test_cond_none_ignores_t_and_extra_cond_vector_is_added():
     dec = make(cond="none", mask_token=False)
     lat = torch.randn(2, 1 + N, D)

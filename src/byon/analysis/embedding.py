@@ -65,7 +65,7 @@ def embedding_2d(run_dir: str | Path, projection: str = "pca", feature: str | No
     come from `byon.eval.frozen.run_features` (cached in the run); `feature` is 'cls' or 'mean' (default: the
     method's). Writes `embedding-2d-<projection>.{png,json}`; the JSON holds the points and labels."""
     from byon.engine.run import load_run
-    from byon.eval.frozen import FEATURE_TYPES, run_features
+    from byon.eval.frozen import default_feature, feature_types, run_features
 
     if projection not in PROJECTIONS:
         raise unknown("projection (--method)", projection, PROJECTIONS)
@@ -75,9 +75,9 @@ def embedding_2d(run_dir: str | Path, projection: str = "pca", feature: str | No
         raise ByonError(f"--n must be ≥ 3, got {n}")
     run_dir = Path(run_dir)
     cfg, method = load_run(run_dir)
-    feature = feature or getattr(method, "default_feature", "cls")
-    if feature not in FEATURE_TYPES:
-        raise unknown("feature", feature, FEATURE_TYPES)
+    feature = feature or default_feature(method)
+    if feature not in feature_types(method):  # no CLS token (I-JEPA): 'mean' only
+        raise unknown("feature", feature, feature_types(method))
     dataset = dataset or cfg.data.dataset
     # seed 0: the split's features do not depend on it, and `byon eval` caches them under that key
     feats, labels = run_features(run_dir, dataset, split, root if root is not None else cfg.data.root, None, 0,

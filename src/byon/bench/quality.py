@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,11 @@ from byon.errors import ByonError, unknown
 
 @dataclass(frozen=True)
 class Protocol:
+    """Pretraining (dataset, encoder preset, epochs, batch) and the frozen evaluations of a benchmark.
+
+    The result metrics `lowshot{n}_{feature}` are the mean over `lowshot_draws` draws of n images per class,
+    `lowshot{n}_{feature}_std` the std over those draws (not over seeds)."""
+
     dataset: str
     model: str
     epochs: int
@@ -23,7 +31,12 @@ class Protocol:
     seeds: tuple[int, ...] = (0, 1, 2)
     lowshot: tuple[int, ...] = (10, 100)
     lowshot_draws: int = 3
+    # 10-shot is only 100 images, a few SGD steps per epoch: 30 epochs (the full-data probe's) would under-train
+    # it. The committed fmnist-cpu results were measured with 100.
+    lowshot_epochs: int = 100
     linear_epochs: int = 30
+    knn_k: int = 20
+    knn_temperature: float = 0.07
 
 
 PROTOCOLS = {
@@ -36,12 +49,61 @@ PROTOCOLS = {
 
 REFERENCES = ("random-init", "pixels")
 
+# `--set` keys that change how a run executes, not what it computes: they neither name the run nor make a run
+# directory's config differ (the committed fmnist-cpu runs were made with --set train.num_threads=1).
+# (train.devices is not among them: it multiplies the global batch and with it the lr.)
+NON_RESULT_KEYS = frozenset({"train.num_threads", "train.progress", "train.log_every_n_steps",
+                             "train.ckpt_every_steps", "train.accelerator"})
+
 
 def _env() -> dict[str, Any]:
-    from byon.engine.run import git_commit, hardware
+    """Where and with what this process runs: commit (+ whether src/ has uncommitted changes), hardware, torch."""
+    from byon.engine.run import git_commit, git_dirty, hardware
 
-    return {"commit": git_commit(), "hardware": hardware(), "torch": str(torch.__version__),
+    return {"commit": git_commit(), "dirty": git_dirty(), "hardware": hardware(), "torch": str(torch.__version__),
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'seed': 0}} → {'train.seed': 0}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run_name(base: str, extra: list[str] | None) -> str:
+    """`base`, plus a short hash of the `--set` overrides that change the result (`NON_RESULT_KEYS` aside), so a
+    run with other overrides gets another run directory and result file."""
+    from byon.config import parse_set
+
+    changed = {k: v for k, v in _flat(parse_set(extra or [])).items() if k not in NON_RESULT_KEYS}
+    if not changed:
+        return base
+    return f"{base}-{hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
+
+
+def _run_config(run: Path, cfg: Any) -> dict[str, Any]:
+    """The config the run directory was trained with (its config.yaml), after checking that it is `cfg` up to
+    `NON_RESULT_KEYS`; `cfg`'s own when the directory has none yet."""
+    from byon.config import load_config
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        return cfg.to_dict()
+    fix = "pass --tag or another --runs, or delete it"
+    try:
+        own = load_config(path).to_dict()
+    except ByonError as e:
+        raise ByonError(f"run dir {run} has a config.yaml this version cannot read ({e}); {fix}") from None
+    new, old = _flat(cfg.to_dict()), _flat(own)
+    diff = sorted(k for k in new.keys() | old.keys() if k not in NON_RESULT_KEYS and new.get(k) != old.get(k))
+    if diff:
+        raise ByonError(f"run dir {run} was trained with another config (differs in {', '.join(diff)}); {fix}")
+    return own
 
 
 def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -65,26 +127,32 @@ def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None) -> dict[str, Any]:
-    from byon.eval.frozen import evaluate, evaluate_lowshot
+    """kNN, linear and low-shot top-1 for each feature type; a feature the encoder lacks (no CLS token:
+    I-JEPA, N-JEPA) is None. "protocol" holds the evaluation settings."""
+    from byon.eval.frozen import FEATURE_TYPES, evaluate, evaluate_lowshot
 
     t0 = time.perf_counter()
-    knn = evaluate("knn", run, p.dataset, root=root, seed=seed)
+    knn = evaluate("knn", run, p.dataset, root=root, seed=seed, k=p.knn_k, temperature=p.knn_temperature)
     t_knn = time.perf_counter() - t0
     t0 = time.perf_counter()
     lin = evaluate("linear", run, p.dataset, root=root, seed=seed, epochs=p.linear_epochs)
     t_lin = time.perf_counter() - t0
     metrics: dict[str, Any] = {}
-    for ft in ("cls", "mean"):
-        metrics[f"knn_{ft}"] = knn[f"top1_{ft}"]
-        metrics[f"linear_{ft}"] = lin[f"top1_{ft}"]
+    for ft in FEATURE_TYPES:
+        metrics[f"knn_{ft}"] = knn.get(f"top1_{ft}")
+        metrics[f"linear_{ft}"] = lin.get(f"top1_{ft}")
     metrics["knn"], metrics["linear"], metrics["default_feature"] = knn["top1"], lin["top1"], knn["default_feature"]
-    low = evaluate_lowshot(run, p.dataset, shots=p.lowshot, draws=p.lowshot_draws, root=root, seed=seed)
+    low = evaluate_lowshot(run, p.dataset, shots=p.lowshot, draws=p.lowshot_draws, root=root, seed=seed,
+                           epochs=p.lowshot_epochs)
     for n in p.lowshot:
-        for ft in ("cls", "mean"):
-            metrics[f"lowshot{n}_{ft}"] = low[f"{n}"][ft]["mean"]
-            metrics[f"lowshot{n}_{ft}_std"] = low[f"{n}"][ft]["std"]
+        for ft in FEATURE_TYPES:
+            metrics[f"lowshot{n}_{ft}"] = low[f"{n}"][ft]["mean"] if ft in low[f"{n}"] else None
+            metrics[f"lowshot{n}_{ft}_std"] = low[f"{n}"][ft]["std"] if ft in low[f"{n}"] else None
         metrics[f"lowshot{n}"] = low[f"{n}"][knn["default_feature"]]["mean"]
     metrics["knn_seconds"], metrics["linear_seconds"] = round(t_knn, 2), round(t_lin, 2)
+    metrics["protocol"] = {"features": knn["features"], "knn_k": p.knn_k, "knn_temperature": p.knn_temperature,
+                           "linear_epochs": p.linear_epochs, "lowshot": list(p.lowshot),
+                           "lowshot_draws": p.lowshot_draws, "lowshot_epochs": p.lowshot_epochs}
     return metrics
 
 
@@ -93,12 +161,17 @@ def run_method(method: str | None, seed: int, protocol: str, runs: Path, results
                config: Path | None = None) -> Path:
     """Pretrain (unless the run finished already) + evaluate; write results/<protocol>/<name>-seed<s>.json.
 
-    `config`: a YAML file (e.g. an ablation row) applied under the protocol's settings."""
+    name: `tag` or the method, plus a hash of the result-changing `extra` overrides (`run_name`). A run directory
+    that exists already must hold a run of the same config (`NON_RESULT_KEYS` aside), else a ByonError.
+    The record's commit / hardware / torch are the training run's (its summary.json); the evaluation's are under
+    "eval_env". `config`: a YAML file (e.g. an ablation row) applied under the protocol's settings."""
     from byon.config import load_config, parse_set
     from byon.engine.run import train
 
     p = PROTOCOLS[protocol]
-    name = tag or method
+    if tag is None and method is None:
+        raise ByonError("bench: give a method or a tag to name the run")
+    name = run_name(tag or method, extra)
     out_json = results / protocol / f"{name}-seed{seed}.json"
     if out_json.is_file():
         return out_json
@@ -113,13 +186,17 @@ def run_method(method: str | None, seed: int, protocol: str, runs: Path, results
         overrides.setdefault(section, {}).update(values)
     cfg = load_config(config, overrides)
     method = cfg.method
+    run_cfg = _run_config(run, cfg)
     if not (run / "summary.json").is_file():
         train(cfg, run, resume="auto" if (run / "checkpoints" / "last.ckpt").is_file() else None)
+        run_cfg = _run_config(run, cfg)
     summary = json.loads((run / "summary.json").read_text())
-    record = {"name": name, "method": method, "protocol": protocol, "seed": seed, "config": cfg.to_dict(),
-              "run_dir": str(run), **_train_time(run, summary),
+    record = {"name": name, "method": method, "protocol": protocol, "seed": seed, "overrides": list(extra or []),
+              "config": run_cfg, "run_dir": str(run), **_train_time(run, summary),
               "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
-              "metrics": _frozen_metrics(run, p, seed, root)} | _env()
+              # the training's environment; a summary from before `dirty` was recorded leaves it None (unknown)
+              **{k: summary.get(k) for k in ("commit", "dirty", "hardware", "torch")},
+              "command": shlex.join(sys.argv), "metrics": _frozen_metrics(run, p, seed, root), "eval_env": _env()}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(record, indent=2) + "\n")
     return out_json
@@ -145,14 +222,17 @@ def run_pixels(protocol: str, results: Path, root: str | None = None) -> Path:
     ptr, pte = pca_features(ftr["raw"], fte["raw"], 100)
     m["knn_pca100"] = knn_classify(ptr, tr.labels, pte, te.labels)["top1"]
     m["linear_raw"] = linear_probe(ftr["raw"], tr.labels, fte["raw"], te.labels, epochs=p.linear_epochs)["top1"]
-    record = {"name": "pixels", "method": "pixels", "protocol": protocol, "metrics": m} | _env()
+    record = {"name": "pixels", "method": "pixels", "protocol": protocol, "metrics": m,
+              "command": shlex.join(sys.argv)} | _env()
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(record, indent=2) + "\n")
     return out_json
 
 
 def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, runs: Path, results: Path,
-                  root: str | None = None, extra: list[str] | None = None) -> list[Path]:
+                  root: str | None = None, extra: list[str] | None = None, tag: str | None = None) -> list[Path]:
+    """`tag`: runs and results named <method>-<tag>-seed<s> instead of <method>-seed<s> (a variant of the
+    protocol that should not meet the plain runs)."""
     from byon.methods import METHODS
 
     if protocol not in PROTOCOLS:
@@ -163,9 +243,11 @@ def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, ru
         if m == "pixels":
             done.append(run_pixels(protocol, results, root))
         elif m == "random-init":  # the shared encoder, untrained (MAE's init), same evaluation
-            done += [run_method("mae", s, protocol, runs, results, root, epochs=0, tag="random-init") for s in seeds]
+            name = "random-init" if tag is None else f"random-init-{tag}"
+            done += [run_method("mae", s, protocol, runs, results, root, epochs=0, tag=name) for s in seeds]
         elif m in METHODS:
-            done += [run_method(m, s, protocol, runs, results, root, extra) for s in seeds]
+            name = None if tag is None else f"{m}-{tag}"
+            done += [run_method(m, s, protocol, runs, results, root, extra, tag=name) for s in seeds]
         else:
             raise unknown("method", m, list(METHODS) + list(REFERENCES))
     return done
@@ -173,7 +255,8 @@ def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, ru
 
 def bench_sweep(protocol: str, configs: list[Path], seeds: list[int], runs: Path, results: Path,
                 root: str | None = None, extra: list[str] | None = None) -> str:
-    """Run every config file (one table row each, named by its stem) and return a Markdown table."""
+    """Run every config file (one table row each, named by its folder and stem, plus `run_name`'s hash of the
+    result-changing `extra` overrides) and return a Markdown table."""
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     rows = []
@@ -183,7 +266,7 @@ def bench_sweep(protocol: str, configs: list[Path], seeds: list[int], runs: Path
         tag = f"{Path(c).parent.name}-{Path(c).stem}"
         recs = [json.loads(run_method(None, s, protocol, runs, results, root, extra, tag=tag, config=Path(c))
                            .read_text()) for s in seeds]
-        rows.append((tag, recs))
+        rows.append((recs[0]["name"] if recs else tag, recs))
     return sweep_table(rows)
 
 
@@ -204,4 +287,4 @@ def sweep_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PROTOCOLS", "bench_quality", "bench_sweep", "sweep_table"]
+__all__ = ["NON_RESULT_KEYS", "PROTOCOLS", "bench_quality", "bench_sweep", "run_name", "sweep_table"]

@@ -96,7 +96,8 @@ def render(results: Path, out: Path) -> Path:
     lines = ["# Results", "", "Rendered by `byon bench report` from the JSONs under "
              f"`{results}/` — do not edit by hand; re-run the benchmark instead.", ""]
     for protocol, records in sorted(data.items()):
-        envs = sorted({(r.get("hardware"), r.get("torch"), (r.get("commit") or "")[:8]) for r in records})
+        envs = sorted({(r.get("hardware") or "unknown hardware", r.get("torch") or "?", (r.get("commit") or "?")[:8])
+                       for r in records})
         lines += [f"## {protocol}", "", "Top-1 (%) on the test split; `kNN`/`linear`/`n-shot` use each method's "
                   "default feature (`cls` or `mean`), the other columns name theirs. Mean ± std over seeds.", ""]
         lines += protocol_table(records)

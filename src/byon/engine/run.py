@@ -34,6 +34,18 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether tracked files under src/ differ from `git_commit()` (uncommitted changes); None outside a git
+    checkout."""
+    try:
+        # --no-optional-locks: no index refresh, so no index.lock in the way of a concurrent git command
+        out = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--",
+                              ":/src"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
@@ -322,7 +334,7 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks:
             "segment_wall_time_s": round(wall, 2), "segments": module.segments,
             "images_per_s": _finite(module.steady_images_per_s()), "flops_per_image": flops,
             "skipped_steps": module.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
-            "precision": precision, "world_size": trainer.world_size,
+            "precision": precision, "world_size": trainer.world_size, "dirty": git_dirty(),
         } | {k: v for k, v in run_metadata(cfg, info).items() if k in ("version", "commit", "torch")}
         write_json(out / "summary.json", summary)
     return out

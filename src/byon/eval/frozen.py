@@ -14,6 +14,22 @@ from byon.errors import ByonError
 FEATURE_TYPES = ("cls", "mean")
 
 
+def feature_types(method: torch.nn.Module) -> tuple[str, ...]:
+    """The frozen-eval features a method has: ('cls', 'mean'), or ('mean',) when its encoder has no CLS token
+    (I-JEPA, N-JEPA: `ViTEncoder(class_token=False)`), whose 'cls' would be the mean of the patch tokens again."""
+    from byon.eval.features import eval_encoder
+
+    encoder = getattr(method, "encoder", None)
+    encoder = eval_encoder(method) if encoder is None else encoder
+    return FEATURE_TYPES if getattr(encoder, "cls_token", True) is not None else ("mean",)
+
+
+def default_feature(method: torch.nn.Module) -> str:
+    """The method's `default_feature` ('cls' unless it says otherwise), 'mean' where it has no CLS token."""
+    default = getattr(method, "default_feature", "cls")
+    return default if default in feature_types(method) else "mean"
+
+
 def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int) -> str:
     ckpt = find_checkpoint(run_dir)
     st = ckpt.stat()
@@ -23,7 +39,8 @@ def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int)
 def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None = None,
                  subset: int | None = None, seed: int = 0, batch_size: int = 512,
                  device: str | None = None, blocks: int = 1) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/.
+    """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/; only
+    {'mean'} for an encoder without a CLS token (`feature_types`).
 
     blocks > 1 adds f'cls{n}' (N, n·D), n = min(blocks, depth): the CLS tokens of the last n blocks
     (`last_blocks_cls`), cached in a file of its own beside the base one (so existing caches stay valid).
@@ -53,6 +70,7 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
                                                                       batch_size=batch_size, device=device))
 
     feats = cached(feature_fn(method))
+    feats = {k: v for k, v in feats.items() if k in feature_types(method)}
     if blocks > 1:
         encoder = eval_encoder(method)
         n = min(blocks, len(encoder.blocks))
@@ -62,7 +80,8 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
 
 def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
              seed: int = 0, **kwargs: Any) -> dict[str, Any]:
-    """kind ∈ {knn, linear}: metrics for every feature type; `top1` is the method's default feature."""
+    """kind ∈ {knn, linear}: metrics for every feature type the method has (`feature_types`, listed under
+    "features"); `top1` is the method's default feature."""
     from byon.eval.knn import knn_classify
     from byon.eval.linear import linear_probe
 
@@ -72,10 +91,10 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; kNN and linear evaluation need a labelled dataset")
     cfg, method = load_run(run_dir)
-    default = getattr(method, "default_feature", "cls")
+    types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": kind, "run": str(run_dir), "method": cfg.method, "dataset": dataset,
-                              "subset": subset, "default_feature": default}
-    for ft in FEATURE_TYPES:
+                              "subset": subset, "features": list(types), "default_feature": default}
+    for ft in types:
         if kind == "knn":
             r = knn_classify(train_f[ft], train_y, test_f[ft], test_y, **kwargs)
         elif kind == "linear":
@@ -109,7 +128,8 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
 
     Draw d of a shot count takes `lowshot_indices(train_y, n, seed·1000 + d)` and a probe seeded d, so the
     draws are the same for every run (runs are compared on the same images). Writes and returns
-    {str(n): {feature: {"mean", "std", "draws"}}, "top1": {str(n): the default feature's mean}, ...}.
+    {str(n): {feature: {"mean", "std", "draws"}}, "top1": {str(n): the default feature's mean}, ...}, one
+    entry per feature the method has (`feature_types`); "std" is over the draws.
     """
     from byon.eval.linear import linear_probe
 
@@ -123,13 +143,13 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; low-shot evaluation needs a labelled dataset")
     cfg, method = load_run(run_dir)
-    default = getattr(method, "default_feature", "cls")
+    types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "shots": list(shots), "draws": draws, "epochs": epochs, "seed": seed,
-                              "default_feature": default}
+                              "features": list(types), "default_feature": default}
     for n in shots:
         result[str(n)] = {}
-        for ft in FEATURE_TYPES:
+        for ft in types:
             accs = []
             for d in range(draws):
                 idx = lowshot_indices(train_y, n, seed * 1000 + d)
@@ -146,10 +166,11 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
     return result
 
 
-def grid_features(blocks: int) -> tuple[str, ...]:
-    """The grid's feature types: CLS, mean-pool, the last `blocks` blocks' CLS, and that plus mean-pool."""
+def grid_features(blocks: int, cls: bool = True) -> tuple[str, ...]:
+    """The grid's feature types: CLS (when the encoder has one), mean-pool, the last `blocks` blocks' CLS, and
+    that plus mean-pool."""
     last = f"cls{blocks}"
-    return ("cls", "mean", last, f"{last}+mean")
+    return ("cls", "mean", last, f"{last}+mean")[0 if cls else 1:]
 
 
 def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
@@ -166,13 +187,13 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
     run_dir = Path(run_dir)
     cfg, method = load_run(run_dir)
     n = min(blocks, len(eval_encoder(method).blocks))
-    features = grid_features(n)
+    features = grid_features(n, cls="cls" in feature_types(method))
     train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, blocks=blocks)
     test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, blocks=blocks)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; linear evaluation needs a labelled dataset")
     for f in (train_f, test_f):
-        f[features[3]] = torch.cat([f[features[2]], f["mean"]], dim=1)
+        f[features[-1]] = torch.cat([f[features[-2]], f["mean"]], dim=1)
     grid = probe_grid(train_f, train_y, test_f, test_y, features, blrs or GRID_BLRS, seed=seed, **kwargs)
     result: dict[str, Any] = {"eval": "linear-grid", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "subset": subset, "seed": seed, "features": list(features), "last_blocks": n,

@@ -11,7 +11,9 @@ Augmentations (BYOL table 6), adapted to small and grayscale images:
   colour jitter p 0.8 (brightness 0.4, contrast 0.4, saturation 0.2; hue 0.1 omitted — data/transforms.py
   has none) and grayscale p 0.2, both only when the images have colour;
   Gaussian blur p (1.0, 0.1) for (view 1, view 2), σ = BYOL's (0.1, 2.0) px at 224 px scaled to the image
-  size: (0.0125, 0.25) px at 28 px, (0.014, 0.29) at 32 px (BYOL blurs with a kernel 10 % of the image);
+  size: (0.0125, 0.25) px at 28 px, (0.014, 0.29) at 32 px (BYOL blurs with a kernel 10 % of the image).
+  At these sizes the blur is effectively a no-op — at σ ≤ 0.25 px (28 px) each output pixel is ≥ 99.8 % its
+  own input (≥ 99.1 % at 32 px) — kept for fidelity to the recipe; `blur_sigma` sets a visible one;
   solarise p (0.0, 0.2), threshold 0.5.
 """
 

@@ -6,7 +6,9 @@ Plain unconditional diffusion pretraining of a ViT denoiser (DiT-style adaLN on 
         re-weighting); sampled with DDIM;
   edm:  D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise), σ = exp(N(−1.2, 1.2²)), λ(σ)-weighted ‖D − x_0‖²;
         sampled with EDM's Heun solver.
-EMA weights are kept (the engine's `ema_pairs` hook) and every representation read-out uses them.
+EMA weights are kept (the engine's `ema_pairs` hook) and every representation read-out uses them. The decay
+warms up as in DDAE's ema_pytorch.EMA(beta, update_after_step=0, update_every=1): update k = 0, 1, … uses
+min(ema_decay, 1 − (1 + k)^(−2/3)), so update 0 copies the online network and the random init leaves no trace.
 
 Representations (§3.2): the network's intermediate activations, global-average-pooled, on the image noised
 at a small fixed timestep with fresh noise per call — `layer_features(images, t, generator)` gives every
@@ -16,12 +18,15 @@ after that block at the fixed t on clean input, as a plain timm ViT (DDAE fine-t
 
 Timesteps are DDPM's for both objectives (0 … T − 1 here; the DDAE code's t = 11 of 1 … T is 10 here); under
 EDM a timestep t stands for σ(t) = √((1 − ᾱ_t)/ᾱ_t), the same noise-to-signal ratio (t = 10: σ ≈ 0.047).
-The data are the dataset-normalised images times sigma_data = 0.5 (the std of DDPM's [−1, 1] pixels, and
-EDM's σ_data), so both schedules see the data scale they were designed for.
+Both objectives get x_0 = sigma_data · the dataset-normalised image: zero mean and std sigma_data = 0.5 per
+channel. That is EDM's σ_data exactly. DDPM's data are the [−1, 1] pixels, which have no fixed mean or std
+(std ≈ 0.5 on CIFAR-10, ≈ 0.7 on Fashion-MNIST); 0.5 is kept as their natural-image scale, so every timestep
+gives about the signal-to-noise ratio the linear β schedule and the probe t were tuned at, whatever the dataset.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +55,9 @@ class DDAEConfig:
     p_mean: float = -1.2  # EDM: ln σ ~ N(p_mean, p_std²)
     p_std: float = 1.2
     sigma_data: float = 0.5  # x_0 = sigma_data · normalised image
-    ema_decay: float = 0.999  # DDAE: 0.9999 (DDPM) / 0.9993 (EDM) over ~800k steps; 0.999 suits short runs
+    # β, the cap of the warm-up decay min(β, 1 − (1 + k)^(−2/3)); DDAE: 0.9999 (DDPM) / 0.9993 (EDM). The
+    # warm-up reaches 0.9999 only after 10⁶ updates: at fmnist-cpu's 1,872 steps it ends at ≈ 0.9934.
+    ema_decay: float = 0.9999
     feature_block: int | None = None  # 1-based block of encoder + decoder; None: the encoder's last (the middle)
     feature_t: int = 10  # DDPM timestep of the probe noise (DDAE's DDPM probe, t = 11 of 1 … T)
     feature_noise: bool = True  # features(): noise the input at feature_t (DDAE's linear probe) | clean input
@@ -92,6 +99,7 @@ class DDAE(nn.Module):
             raise ByonError(f"ddae.feature_block {self.feature_block} does not exist; the network has blocks "
                             f"1…{self.net.depth}")
         self._feature_calls = 0
+        self._total_steps: int | None = None  # the schedule's length, from the step context (ema_momentum)
 
     @property
     def num_layers(self) -> int:
@@ -119,6 +127,7 @@ class DDAE(nn.Module):
     # --- the step --------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         cfg, g, p = self.cfg, ctx.generator, self.shape.patch_size
+        self._total_steps = ctx.total_steps
         x0 = cfg.sigma_data * batch["image"]  # (B, C, H, W) at the schedules' data scale
         B = x0.shape[0]
         eps = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
@@ -175,12 +184,13 @@ class DDAE(nn.Module):
     @torch.no_grad()
     def features(self, images: Tensor) -> dict[str, Tensor]:
         """Block `feature_block` of the EMA network at feature_t: {'mean': GAP of its patch tokens, 'cls': its
-        CLS token}. The probe noise comes from a generator seeded with the number of earlier calls, so a
-        freshly loaded run extracts the same features every time."""
+        CLS token}. The probe noise comes from a generator seeded with the batch's contents and the number of
+        earlier calls: different batches (a train and a test batch alike) draw different noise, a repeated
+        call fresh noise, and a freshly loaded run extracts the same features every time."""
         t = self._timesteps(self.cfg.feature_t, images.shape[0], images.device)
         g = None
         if self.cfg.feature_noise:
-            g = torch.Generator(device=images.device).manual_seed(self._feature_calls)
+            g = torch.Generator(device=images.device).manual_seed(_probe_seed(images, self._feature_calls))
             self._feature_calls += 1
         out = self.ema.block_outputs(*self.net_input(images, t, g), upto=self.feature_block)[-1]
         return {"cls": out[:, 0], "mean": out[:, 1:].mean(dim=1)}
@@ -236,7 +246,19 @@ class DDAE(nn.Module):
         return [(self.net, self.ema)]
 
     def ema_momentum(self, progress: float) -> float:
-        return self.cfg.ema_decay
+        """The decay of update k = progress · total steps − 1 (the engine passes (k + 1) / total steps):
+        min(ema_decay, 1 − (1 + k)^(−2/3)), ema_pytorch's warm-up (inv_gamma 1, power 2/3); 0 at k = 0."""
+        if self._total_steps is None:
+            raise RuntimeError("DDAE.ema_momentum needs the schedule's length: run a training step first")
+        k = max(round(progress * self._total_steps) - 1, 0)
+        return min(self.cfg.ema_decay, 1 - (1 + k) ** (-2 / 3))
+
+
+def _probe_seed(images: Tensor, call: int) -> int:
+    """A 63-bit seed from a batch's bytes (B, C, H, W) and a call count."""
+    h = hashlib.blake2b(images.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=8)
+    h.update(call.to_bytes(8, "little"))
+    return int.from_bytes(h.digest(), "little") >> 1
 
 
 __all__ = ["OBJECTIVES", "SAMPLERS", "DDAE", "DDAEConfig"]

@@ -5,8 +5,9 @@ masked patches: it receives them noised by the DDPM forward process at one times
 and tagged with t, attends to the encoder's latents, and predicts the clean patches x0. Loss: MSE on the
 masked patches. The encoder is evaluated on clean, unmasked images.
 
-The diffusion runs in the target space: x0 is the per-patch norm-pix patch (norm_pix: true, MAE's target)
-or the dataset-normalised patch (norm_pix: false), and x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε.
+The diffusion runs in the target space: x0 is the dataset-normalised patch (norm_pix: false, the default — the
+spec's clean pixels) or the per-patch norm-pix patch (norm_pix: true, MAE's target), and
+x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε.
 
 Decoder (`nn.decoders.DiffusionDecoder`): "joint" (default) puts the visible latents and the noisy masked
 tokens in one self-attention sequence; "cross" makes the noisy tokens cross-attend to the latents only;
@@ -35,7 +36,7 @@ from byon.nn.vit import EncoderShape, ViTEncoder
 @dataclass
 class DiffMAEConfig:
     mask_ratio: float = 0.75
-    norm_pix: bool = True
+    norm_pix: bool = False  # false: clean pixels (dataset-normalised) | true: MAE's per-patch norm-pix target
     num_timesteps: int = 1000
     schedule: str = "cosine"  # cosine | linear (β from 1e-4 to 0.02)
     decoder: str = "joint"  # joint | cross | cross-self

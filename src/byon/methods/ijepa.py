@@ -11,7 +11,10 @@ engine applies `optim.weight_decay_end`). The target encoder, mean-pooled, is ev
 At our scale (7×7 tokens on 28-px images with 4-px patches): predictor width D/2 (384 = D/2 at ViT-B),
 depth half the encoder's (6 of 12 at ViT-B, N-JEPA §4.2), the encoder's head count (official);
 min_keep = 4 (the official 10 is for 14×14 grids; it must stay below the smallest target block, 6 tokens
-here). The official crop (scale 0.3–1, no flip) is the recipe's data section.
+here); the contexts are cut to the batch minimum by a random subset, not the official raster-first one
+(`truncate`, corruption/multiblock.py: at 7×7 the official rule drops 91% of the bottom row's context
+tokens). The recipe leaves the augmentation to the protocol (crop 0.6–1 + flip); the official crop (scale
+0.3–1, no flip) is configs/ijepa/official_crop.yaml.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from byon.corruption.multiblock import MultiBlockMaskCollator, MultiBlockMasks, gather_blocks
+from byon.corruption.multiblock import TRUNCATIONS, MultiBlockMaskCollator, MultiBlockMasks, gather_blocks
 from byon.engine.context import DataInfo, StepContext
 from byon.engine.ema import linear_momentum, make_target
 from byon.errors import ByonError, unknown
@@ -42,6 +45,7 @@ class IJEPAConfig:
     context_scale: tuple[float, float] = (0.85, 1.0)
     min_keep: int = 4  # official 10 on 14×14 grids; below the smallest target block (6 tokens on 7×7)
     allow_overlap: bool = False
+    truncate: str = "random"  # a random k-subset of each context | raster: the official first k (drops bottom rows)
     # predictor
     predictor_dim: int | None = None  # None: D/2
     predictor_depth: int | None = None  # None: half the encoder depth (at least 1)
@@ -53,7 +57,7 @@ class IJEPAConfig:
     eval_encoder: str = "target"  # target (official) | context
 
     def validate(self, name: str = "ijepa") -> None:
-        for key, valid in (("loss", JEPA_LOSSES), ("eval_encoder", EVAL_ENCODERS)):
+        for key, valid in (("loss", JEPA_LOSSES), ("eval_encoder", EVAL_ENCODERS), ("truncate", TRUNCATIONS)):
             if getattr(self, key) not in valid:
                 raise unknown(f"{name}.{key}", getattr(self, key), valid)
         if not 0.0 <= self.ema_base <= self.ema_end <= 1.0:
@@ -63,10 +67,10 @@ class IJEPAConfig:
 
 class IJEPA(nn.Module):
     Config = IJEPAConfig
-    # I-JEPA: AdamW (0.9, 0.999), lr 1e-3 at batch 2048 → 1.25e-4 · B/256, wd cosine 0.04 → 0.4; crops of
-    # scale (0.3, 1.0) without flips (the official data transforms).
-    recipe = {"optim": {"blr": 1.25e-4, "betas": [0.9, 0.999], "weight_decay": 0.04, "weight_decay_end": 0.4},
-              "data": {"crop_scale": [0.3, 1.0], "hflip": False}}
+    # I-JEPA: AdamW (0.9, 0.999), lr 1e-3 at batch 2048 → 1.25e-4 · B/256, wd cosine 0.04 → 0.4. No data
+    # section: the official crop (0.3–1, no flip) is not "more" augmentation than the benchmark protocol's
+    # (0.6–1 + flip), so the protocol's applies; configs/ijepa/official_crop.yaml has the official one.
+    recipe = {"optim": {"blr": 1.25e-4, "betas": [0.9, 0.999], "weight_decay": 0.04, "weight_decay_end": 0.4}}
     default_feature = "mean"
     name = "ijepa"
 
@@ -76,7 +80,7 @@ class IJEPA(nn.Module):
         self.cfg, self.shape, self.info = cfg, shape, info
         self.masks = MultiBlockMaskCollator(
             shape.grid, cfg.num_targets, cfg.target_scale, cfg.target_aspect, cfg.context_scale,
-            min_keep=cfg.min_keep, allow_overlap=cfg.allow_overlap, name=self.name)
+            min_keep=cfg.min_keep, allow_overlap=cfg.allow_overlap, truncate=cfg.truncate, name=self.name)
         self.encoder = ViTEncoder(shape, class_token=False)  # the context encoder
         self.target_encoder = make_target(self.encoder)
         self.predictor = self.make_predictor()
@@ -116,11 +120,13 @@ class IJEPA(nn.Module):
         return F.mse_loss(pred.float(), target.float())
 
     def mask_logs(self, m: MultiBlockMasks, pred: Tensor) -> dict[str, Tensor]:
-        """Context/target sizes as fractions of the grid, and a collapse statistic: the per-dimension std
-        over the batch of the L2-normalised mean prediction (0 when collapsed, ≈ 1/sqrt(D) when spread)."""
+        """Context/target sizes as fractions of the grid — context_drawn: the batch's mean context before the
+        truncation to the batch minimum, context_keep: after it — and a collapse statistic: the per-dimension
+        std over the batch of the L2-normalised mean prediction (0 when collapsed, ≈ 1/sqrt(D) when spread)."""
         N = self.shape.num_patches
         spread = F.normalize(pred.detach().float().mean(dim=(1, 2)), dim=-1).std(dim=0, correction=0).mean()
-        return {"context_keep": spread.new_tensor(m.context.shape[1] / N),
+        return {"context_drawn": m.context_mask.float().sum(1).mean() / N,
+                "context_keep": spread.new_tensor(m.context.shape[1] / N),
                 "target_keep": spread.new_tensor(m.targets.shape[2] / N), "relaxed": m.relaxed.float().mean(),
                 "pred_std": spread}
 

@@ -77,8 +77,9 @@ class LDAEConfig:
 
 class LDAE(nn.Module):
     Config = LDAEConfig
-    # l-DAE appendix A (DiT's recipe): AdamW, lr = 1e-4 · B / 256, no weight decay, warm-up then cosine
-    # (100 of 400 epochs warm-up: configs/ldae.yaml keeps that quarter); DiT's betas (0.9, 0.999).
+    # l-DAE appendix A (DiT's recipe): AdamW, lr = 1e-4 · B / 256, no weight decay, warm-up then cosine; DiT's
+    # betas (0.9, 0.999). The warm-up is the engine's (the protocol's 1 epoch); the paper's ratio, 100 of 400
+    # epochs, is optim.warmup_epochs = epochs / 4 (2 of 8), an override outside the protocol.
     recipe = {"optim": {"blr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}}
     default_feature = "mean"  # appendix A: the encoder's output, globally average-pooled
 

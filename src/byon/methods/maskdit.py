@@ -20,7 +20,8 @@ export, multi-block features and attention analyses see what the probe sees.
 
 Sizes: MaskDiT-XL/2 has a 28-block × 1152 encoder and an 8-block × 512 decoder (16 heads); here the decoder is
 2 adaLN blocks at the encoder width (as MAE's in this library), the encoder's heads; c_noise goes through a
-256-d sinusoid + MLP to the encoder width (the decoder has its own MLP to its width).
+256-d sinusoid + MLP to the encoder width (the decoder has its own MLP to its width). The decoder's final
+Linear is zero-initialised as in the official code (DiT's init), so F ≡ 0 and D(x) = c_skip·x at the start.
 """
 
 from __future__ import annotations

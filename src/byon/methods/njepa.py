@@ -4,7 +4,10 @@ spec/baselines.md "N-JEPA").
 I-JEPA (methods/ijepa.py: masks, context encoder, EMA targets, schedules) plus a second predictor that sees
 the same context but whose mask tokens' position embeddings carry EDM noise, pos + σ·ε with
 σ = exp(N(P_mean, P_std²)) = exp(N(−1.2, 1.2²)) and no input scaling (§3.1, §4.2). "Multi-level" noise
-(§4.5, Table 3) draws a separate σ for each target block; single-level (the ablation) one σ per image.
+(§4.5, Table 3) draws a separate σ for each target block; single-level (the ablation) one σ per image. The
+paper's single-level ("we initialize noise once and add it to the position embeddings of mask blocks") could
+also mean one σ·ε copied to every block; we read it as one σ per image with fresh ε for every position of
+every block, as in multi-level, so the two differ only in the number of noise levels.
 Losses (eqs. 7–10): C-T = smooth-L1(clean prediction, target) and N-T = smooth-L1(noisy prediction,
 target) are the prediction losses; N-C, the "denoise" loss, is the MSE between the noisy and the clean
 predictor's outputs. L = C-T + w_NT·N-T + w_NC·N-C with the paper's best weights (1, 0.1, 0.1) (Table 2).
@@ -35,7 +38,7 @@ class NJEPAConfig(IJEPAConfig):
     w_nt: float = 0.1
     w_nc: float = 0.1
     # EDM noise on the noisy predictor's mask-token positions (§3.1, §4.2)
-    noise: str = "multi"  # multi: one σ per target block | single: one σ per image (Table 3's ablation)
+    noise: str = "multi"  # multi: one σ per target block | single: one σ per image, fresh ε per block (Table 3)
     p_mean: float = -1.2
     p_std: float = 1.2
     predictors: str = "unshared"  # unshared (§5's better row) | shared: one predictor, the noise differs
@@ -74,7 +77,7 @@ class NJEPA(IJEPA):
     # --- the noise -------------------------------------------------------------------------------
     def position_noise(self, B: int, M: int, K: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         """σ (B, M) — one per target block (multi-level) or repeated over an image's blocks (single) — and
-        the noise σ·ε (B, M, K, Dp) for the noisy predictor's target positions."""
+        the noise σ·ε (B, M, K, Dp) for the noisy predictor's target positions, ε independent everywhere."""
         cfg = self.cfg
         if cfg.noise == "multi":
             sigma = edm_sigma(B * M, g, cfg.p_mean, cfg.p_std).view(B, M)
@@ -109,6 +112,12 @@ class NJEPA(IJEPA):
             loss = loss + cfg.w_nt * logs["nt"] + cfg.w_nc * logs["nc"]
             logs["log_sigma"] = sigma.log().mean()
         return {"loss": loss, **{k: v.detach() for k, v in logs.items()}, **self.mask_logs(m, pred)}
+
+    # --- engine hooks ----------------------------------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """The noisy branch's own mask token when it lives here (shared predictor), undecayed like the
+        predictors' mask tokens (nn/predictor.py)."""
+        return {"noisy_mask_token"} if hasattr(self, "noisy_mask_token") else set()
 
 
 __all__ = ["NJEPA", "NJEPAConfig", "NOISE_LEVELS", "SHARING"]

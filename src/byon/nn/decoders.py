@@ -60,7 +60,8 @@ class CondDecoder(nn.Module):
     Linear(D→Dd) → [ids_restore given: insert mask tokens and unshuffle, MAE-style] → + fixed 2-D sin-cos
     pos-embed → conditioning c = MLP(sinusoid(t)) (+ an optional extra vector) → k blocks → LN → Linear(Dd→P).
     cond "add": c is added to every token, then timm Blocks; "adaln": DiT adaLN-Zero blocks and final
-    norm (zero-initialised modulation); "none": t is ignored.
+    norm (zero-initialised modulation) and, as DiT and MaskDiT do, a zero-initialised Linear(Dd→P), so the
+    prediction is 0 at init; "none": t is ignored.
 
     forward(latent (B, [1+]L, D), t, ids_restore=None, cond=None) → (B, N, P) per patch (CLS dropped):
       latent holds all N patch tokens, or the K kept ones in shuffled order when ids_restore (B, N) is given;
@@ -98,6 +99,8 @@ class CondDecoder(nn.Module):
         for m in self.modules():  # adaLN-Zero: after init_mae_, which re-initialised every Linear
             if hasattr(m, "adaLN_modulation"):
                 zero_(m.adaLN_modulation[-1])
+        if cond == "adaln":  # DiT's final layer: F ≡ 0 at init
+            zero_(self.pred)
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token", "pos_embed"}

@@ -4,7 +4,8 @@ encoder: the library's `ViTEncoder` (timm layout: CLS token, fixed sin-cos posit
 blocks run as DiT blocks under `nn.cond.BlockModulation` — shift/scale/gate from an embedding of t, zero-
 initialised, kept outside the encoder so its state dict stays timm's (MaskDiT conditions its encoder the same
 way); decoder: `CondDecoder(cond="adaln")` over every token (no masking), ending in an adaLN final norm and a
-Linear(D → p²C) per patch. With decoder_depth = the encoder's depth this is l-DAE's symmetric split of a DiT.
+zero-initialised Linear(D → p²C) per patch (DiT's init). With decoder_depth = the encoder's depth this is
+l-DAE's symmetric split of a DiT.
 
 t is whatever the method conditions on: an integer DDPM step, a fractional step, or EDM's c_noise = ln(σ)/4.
 Blocks are counted 1 … encoder depth + decoder depth, shallow to deep (the probe grid's "layer").

@@ -1,4 +1,5 @@
-"""Projection / prediction heads (BYOL's MLP; reused by BYON, BYOL and I-JEPA)."""
+"""Projection / prediction heads (BYOL's MLP; used by BYOL and BYON. I-JEPA has no heads: its predictor is
+nn/predictor.py)."""
 
 from __future__ import annotations
 
