@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data install clean bench-fmnist-cpu bench-table1 bench-speed-cpu
+.PHONY: demo test lint data install clean bench-fmnist-cpu bench-baselines bench-table1 bench-speed-cpu
 
 install: $(STAMP)
 
@@ -42,7 +42,12 @@ lint: $(STAMP)
 
 # The fmnist-cpu protocol of benchmarks.md (hours on 2 cores; finished runs are skipped).
 bench-fmnist-cpu: $(STAMP) data
-	$(VENV)/bin/byon bench quality --protocol fmnist-cpu --methods byon,mae,random-init,pixels --seeds $(or $(SEEDS),0,1,2)
+	$(VENV)/bin/byon bench quality --protocol fmnist-cpu --methods byon,mae,random-init,pixels,supervised --seeds $(or $(SEEDS),0,1,2)
+
+# Every baseline at seed 0 under the same protocol (about 1-4 h each on 2 cores).
+BASELINES := simmim,diffmae,maskdit,fnmim,byol,ijepa,njepa,ldae,ddae
+bench-baselines: $(STAMP) data
+	$(VENV)/bin/byon bench quality --protocol fmnist-cpu --methods $(BASELINES) --seeds $(or $(SEEDS),0)
 
 # BYON's Table 1 ablation under the same protocol, tabulated.
 bench-table1: $(STAMP) data

@@ -312,6 +312,9 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks:
     flops = flops_per_image(method, info, cfg) if trainer.is_global_zero else None
     if cfg.train.compile:  # after the FLOP count, which runs eagerly on a copy
         compile_blocks(method)
+    # the code this process runs is the tree at its start: later commits must not be credited with the run
+    started = {"dirty": git_dirty()} | {k: v for k, v in run_metadata(cfg, info).items()
+                                        if k in ("version", "commit", "torch")}
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     wall = time.perf_counter() - t0
@@ -334,8 +337,8 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks:
             "segment_wall_time_s": round(wall, 2), "segments": module.segments,
             "images_per_s": _finite(module.steady_images_per_s()), "flops_per_image": flops,
             "skipped_steps": module.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
-            "precision": precision, "world_size": trainer.world_size, "dirty": git_dirty(),
-        } | {k: v for k, v in run_metadata(cfg, info).items() if k in ("version", "commit", "torch")}
+            "precision": precision, "world_size": trainer.world_size,
+        } | started
         write_json(out / "summary.json", summary)
     return out
 
