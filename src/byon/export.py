@@ -137,7 +137,7 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
                  on_bad_file: str = "fail") -> tuple[Path, Path, int]:
     """Features of every image under `images` → `out` (.npy, float32 (N, D)) and `out` with .txt (one
     relative path per row). feature: 'cls' | 'mean' (default: the method's). Returns (npy, txt, N)."""
-    from byon.engine.run import load_run
+    from byon.engine.run import load_run, pick_device
     from byon.eval.features import extract_features
 
     out = Path(out)
@@ -152,7 +152,7 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
     encoder = select_encoder(method, ema)
     info = method.data_info
     x, names = read_image_folder(images, info.img_size, info.in_chans, on_bad_file)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     encoder = encoder.to(device).eval()
     feats = extract_features(encoder.features, x, info.mean, info.std, batch_size=batch_size, device=device)
     array = feats[feature].numpy().astype(np.float32)

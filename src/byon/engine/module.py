@@ -125,6 +125,10 @@ class PretrainModule(L.LightningModule):
         images = augment(raw, self.cfg.data, self._mean, self._std, g)
         return self.method({"image": images, "raw": raw, "label": labels}, ctx)
 
+    def _ema_progress(self, step: int) -> float:
+        """The schedule position of the EMA update that follows optimizer step `step` (logged and applied)."""
+        return min((step + 1) / self.total_steps, 1.0)
+
     def _is_log_step(self, step: int) -> bool:
         # Lightning writes the logs of step s when (s + 1) % log_every_n_steps == 0, or when stopping
         return (step + 1) % max(self.cfg.train.log_every_n_steps, 1) == 0 or self.trainer.should_stop
@@ -149,7 +153,7 @@ class PretrainModule(L.LightningModule):
         logs = {f"train/{k}": v for k, v in zip(keys, vals)}
         logs["train/lr"] = torch.tensor(lr)
         if hasattr(self.method, "ema_momentum") and self.method.ema_pairs():
-            logs["train/ema_momentum"] = torch.tensor(self.method.ema_momentum(step / self.total_steps))
+            logs["train/ema_momentum"] = torch.tensor(self.method.ema_momentum(self._ema_progress(step)))
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("loss", logs["train/loss"], prog_bar=True, logger=False, batch_size=batch_size)
         self.last_logs = {k: float(v) for k, v in logs.items()}
@@ -263,7 +267,7 @@ class PretrainModule(L.LightningModule):
         pairs = self.method.ema_pairs() if hasattr(self.method, "ema_pairs") else []
         if pairs and not self._step_bad:
             # global_step counts this step only once the hook returns; the momentum is for step + 1
-            m = self.method.ema_momentum(min((self.global_step + 1) / self.total_steps, 1.0))
+            m = self.method.ema_momentum(self._ema_progress(self.global_step))
             # device guard: a bad step's momentum is 1 (targets kept), decided without leaving the device
             ema_update(pairs, m if self._bad is None else m + (1 - m) * self._bad)
         self._step_bad, self._bad = False, None

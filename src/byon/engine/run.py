@@ -133,11 +133,11 @@ def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, bat
 
 def find_checkpoint(run_dir: Path) -> Path:
     # `last.ckpt`, or the newest `last-vN.ckpt` that older versions (Lightning's version counter) could leave
-    lasts = sorted((run_dir / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) \
-        if (run_dir / "checkpoints").is_dir() else []
+    ckpts = run_dir / "checkpoints"
+    lasts = sorted(ckpts.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if ckpts.is_dir() else []
     if lasts:
         return lasts[-1]
-    others = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    others = sorted(ckpts.glob("*.ckpt")) if ckpts.is_dir() else []
     if others:
         return others[-1]
     raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` wrote")
@@ -246,10 +246,12 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks:
         ckpt_path = resume
         if not Path(ckpt_path).is_file():
             raise ByonError(f"--resume: checkpoint '{ckpt_path}' not found; give a .ckpt file or 'auto'")
-    if ckpt_path:
-        resume_step = check_compatible(cfg, ckpt_path)
+    resumed = read_checkpoint(ckpt_path) if ckpt_path else None
+    if resumed is not None:
+        resume_step = check_compatible(cfg, resumed)
     if hasattr(method, "setup_data"):  # data-fitted buffers (l-DAE's PCA basis): fitted once, then checkpointed
-        load_buffers(method, ckpt_path) if ckpt_path else method.setup_data(data)
+        load_buffers(method, resumed["state_dict"]) if resumed is not None else method.setup_data(data)
+    del resumed  # trainer.fit reads the checkpoint itself
 
     accelerator = cfg.train.accelerator
     precision = cfg.train.precision
@@ -347,19 +349,17 @@ def _finite(x: float) -> float | None:
     return None if x != x else round(x, 2)
 
 
-def load_buffers(method: torch.nn.Module, ckpt_path: str) -> None:
-    """A resumed method's saved buffers, loaded before anything runs it (the FLOP count does, ahead of
-    `trainer.fit`, which loads the rest)."""
-    state = read_checkpoint(ckpt_path)["state_dict"]
+def load_buffers(method: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """A resumed method's saved buffers from the checkpoint's `state_dict`, loaded before anything runs it
+    (the FLOP count does, ahead of `trainer.fit`, which loads the rest)."""
     names = {n for n, _ in method.named_buffers()}
     method.load_state_dict({k: v for k, v in ((k.removeprefix("method."), v) for k, v in state.items())
                             if k in names}, strict=False)
 
 
-def check_compatible(cfg: RunConfig, ckpt_path: str) -> int:
-    """Resuming with another method or encoder shape is an error, not a silent partial load.
-    Returns the checkpoint's global step."""
-    ckpt = read_checkpoint(ckpt_path)
+def check_compatible(cfg: RunConfig, ckpt: dict[str, Any]) -> int:
+    """Resuming (from the read checkpoint `ckpt`) with another method or encoder shape is an error, not a
+    silent partial load. Returns the checkpoint's global step."""
     old = ckpt["byon"]["config"]
     if old["method"] != cfg.method:
         raise ByonError(f"--resume: checkpoint was trained with method '{old['method']}', not '{cfg.method}'; "

@@ -153,7 +153,7 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
     from byon.data import BatchLoader, load_dataset
     from byon.data.transforms import augment
     from byon.engine.context import step_generator
-    from byon.engine.run import load_run, write_json
+    from byon.engine.run import load_run, pick_device, write_json
     from byon.eval.features import eval_encoder
 
     cfg = cfg or FinetuneConfig()
@@ -162,7 +162,7 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
     run_cfg, method = load_run(run_dir)
     info = method.data_info
     dataset = dataset or run_cfg.data.dataset
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(cfg.device)
     load = dict(root=root, image_size=run_cfg.data.image_size, on_bad_file=run_cfg.data.on_bad_file)
     train = load_dataset(dataset, "train", subset=cfg.subset, seed=cfg.seed, **load)
     test = load_dataset(dataset, "test", **load)

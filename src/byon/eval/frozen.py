@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from byon.engine.run import find_checkpoint, load_run, write_json
+from byon.engine.run import find_checkpoint, load_run, pick_device, write_json
 from byon.errors import ByonError
 
 FEATURE_TYPES = ("cls", "mean")
@@ -49,7 +49,7 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
     from byon.eval.features import cached_features, eval_encoder, extract_features, feature_fn, last_blocks_cls
 
     run_dir = Path(run_dir)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     cfg, method = load_run(run_dir)
     info = method.data_info
     # the run's resize (imagefolder runs with data.image_size) applies to whatever it is evaluated on
