@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from byon.config import load_config
+from byon.data.imagedata import ImageData
 from byon.engine.checkpoint import read_checkpoint
 from byon.engine.context import StepContext, step_generator
 from byon.engine.module import NonFiniteLossError, PretrainModule
@@ -22,6 +23,8 @@ from byon.nn.vit import EncoderShape, ViTEncoder
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 ENCODER_METHODS = [m for m in ("mae", "byon", "ijepa") if m in METHODS]
+# methods whose encoder blocks run under adaLN modulation (nn.cond.modulated_blocks), not through ViTEncoder
+MODULATED_METHODS = [m for m in ("maskdit", "ldae", "ddae") if m in METHODS]
 TINY = {"data": {"dataset": "synthetic", "subset": 64}, "model": {"preset": "vit-test"},
         "train": {"epochs": 1, "batch_size": 16, "progress": False, "log_every_n_steps": 1}}
 
@@ -89,7 +92,7 @@ def one_step(method: torch.nn.Module, info) -> None:
     method({"image": images, "raw": raw, "label": torch.zeros(4, dtype=torch.long)}, ctx)["loss"].backward()
 
 
-@pytest.mark.parametrize("name", ENCODER_METHODS)
+@pytest.mark.parametrize("name", ENCODER_METHODS + MODULATED_METHODS)
 def test_grad_checkpointing_recomputes_the_encoder_blocks_with_identical_gradients(name):
     """`model.grad_checkpointing` through each method's own encoder calls (visible-token subsets, mask
     embeddings): every online-encoder block runs again in backward, fewer activations are kept, and the
@@ -101,9 +104,12 @@ def test_grad_checkpointing_recomputes_the_encoder_blocks_with_identical_gradien
     for ckpt in (False, True):
         torch.manual_seed(0)
         method, _ = build_method(config(name, {"grad_checkpointing": ckpt}), info)
+        if hasattr(method, "setup_data"):  # l-DAE's PCA tokenizer
+            raw = torch.randint(0, 256, (48, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+            method.setup_data(ImageData(raw, None, [], "synthetic"))
         calls = []
-        for blk in method.encoder.blocks:
-            blk.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))  # recompute stops early
+        for blk in method.encoder.blocks:  # attn runs in the plain and the modulated block; recompute stops early
+            blk.attn.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
         saved = []
 
         def pack(t, saved=saved):

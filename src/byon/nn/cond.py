@@ -9,6 +9,7 @@ import torch
 from timm.layers import Mlp
 from timm.models.vision_transformer import Attention
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from byon.nn.pos_embed import timestep_embedding
 
@@ -94,12 +95,20 @@ def modulated_block(block: nn.Module, x: Tensor, mod: Tensor) -> Tensor:
     return x + block.drop_path2(block.ls2(g2 * block.mlp(modulate(block.norm2(x), sh2, sc2))))
 
 
+def modulated_blocks(encoder: nn.Module, x: Tensor, mods: list[Tensor]) -> Tensor:
+    """x (B, L, D) through every encoder block, block i under mods[i] (B, 6·D); no final norm. With the
+    encoder's `grad_checkpointing` (timm's flag, set by `model.grad_checkpointing`) each block is recomputed
+    in backward, as in `ViTEncoder.forward_tokens`."""
+    ckpt = getattr(encoder, "grad_checkpointing", False) and encoder.training and torch.is_grad_enabled()
+    for blk, mod in zip(encoder.blocks, mods):
+        x = checkpoint(modulated_block, blk, x, mod, use_reentrant=False) if ckpt else modulated_block(blk, x, mod)
+    return x
+
+
 def forward_modulated(encoder: nn.Module, tokens: Tensor, modulation: BlockModulation, c: Tensor) -> Tensor:
     """Embedded tokens (B, L, D) through every encoder block under conditioning c (B, cond_dim), then the
     encoder's final norm → (B, L, D)."""
-    for blk, mod in zip(encoder.blocks, modulation(c)):
-        tokens = modulated_block(blk, tokens, mod)
-    return encoder.norm(tokens)
+    return encoder.norm(modulated_blocks(encoder, tokens, modulation(c)))
 
 
 @torch.no_grad()
@@ -129,4 +138,4 @@ def zero_(layer: nn.Linear) -> None:
 
 
 __all__ = ["AdaLNBlock", "AdaLNFinal", "BlockModulation", "TimestepEmbedder", "fold_modulation", "forward_modulated",
-           "modulate", "modulated_block", "zero_"]
+           "modulate", "modulated_block", "modulated_blocks", "zero_"]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from byon.errors import ByonError
-from byon.nn.cond import BlockModulation, TimestepEmbedder, fold_modulation, modulated_block
+from byon.nn.cond import BlockModulation, TimestepEmbedder, fold_modulation, modulated_block, modulated_blocks
 from byon.nn.decoders import CondDecoder
 from byon.nn.vit import EncoderShape, ViTEncoder
 
@@ -62,9 +62,7 @@ class CondViT(nn.Module):
     def encode(self, images: Tensor, t: Tensor) -> Tensor:
         """images (B, C, H, W), t (B,) or () → the encoder's final-normed tokens (B, 1 + N, D)."""
         t = self._batch_t(t, images.shape[0])
-        x = self.encoder.embed(images)
-        for blk, mod in zip(self.encoder.blocks, self.modulation(self.t_embed(t))):
-            x = modulated_block(blk, x, mod)
+        x = modulated_blocks(self.encoder, self.encoder.embed(images), self.modulation(self.t_embed(t)))
         return self.encoder.norm(x)
 
     def forward(self, images: Tensor, t: Tensor) -> Tensor:
