@@ -156,7 +156,8 @@ def cmd_speed(a: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for path in bench_speed(methods, a.protocol, Path(a.runs), Path(a.results), steps=a.steps, warmup=a.warmup,
-                            root=a.data_root, extra=a.set, accelerator=a.accelerator):
+                            root=a.data_root, extra=a.set, accelerator=a.accelerator, evaluate=a.eval,
+                            profile_steps=a.profile_steps):
         print(path)
     return 0
 
@@ -392,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--steps", type=int, default=50, help="timed training steps (after the warm-up)")
     v.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     v.add_argument("--accelerator", default="auto", help="auto (CUDA when there is one) | cpu")
+    v.add_argument("--profile-steps", type=int, default=0,
+                   help="profile this many steps after the timed ones (torch.profiler): time shares of GEMM, "
+                        "attention and the rest, FLOP rate inside the kernels, top ops")
+    v.add_argument("--no-eval", dest="eval", action="store_false",
+                   help="time training only (skip feature extraction, kNN and linear-probe timings)")
     v.add_argument("--runs", default="runs/bench-speed")
     v.add_argument("--results", default="benchmarks/results")
     v.add_argument("--data-root")

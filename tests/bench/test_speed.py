@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from byon.bench.report import render
-from byon.bench.speed import bench_speed, matmul_flops, peak_bf16_flops
+from byon.bench.speed import bench_speed, matmul_flops, peak_bf16_flops, profile_summary
 from byon.cli import main
 from byon.errors import ByonError
 
@@ -36,7 +36,42 @@ def test_speed_writes_a_json_per_method_and_the_report_renders_it(tmp_path):
     text = render(results, tmp_path / "RESULTS.md").read_text()
     assert "## Speed: speed-cpu" in text
     row = next(line for line in text.splitlines() if line.startswith("| mae |"))
-    assert len(row.split("|")) == 13  # 11 columns
+    assert len(row.split("|")) == 15  # 13 columns
+
+
+def test_training_only_with_a_profile_of_where_the_time_went(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert main(["bench", "speed", "--methods", "mae", "--protocol", "smoke", "--steps", "1", "--warmup", "1",
+                 "--profile-steps", "2", "--no-eval", "--accelerator", "cpu", "--runs", str(runs),
+                 "--results", str(results)]) == 0
+    s = json.loads((results / "speed-cpu" / "mae.json").read_text())["speed"]
+    assert "feature_images_per_s" not in s and "knn_seconds" not in s
+    assert json.loads((runs / "mae" / "summary.json").read_text())["steps"] == 4  # 1 + 1 timed + 2 profiled
+    prof = s["profile"]
+    assert prof["profiled_steps"] == 2 and prof["profiled_seconds"] > 0
+    assert 0 < prof["gemm_share"] < 1 and 0 < prof["attention_share"] < 1  # a ViT step runs both kernels
+    assert prof["gemm_share"] + prof["attention_share"] + prof["other_share"] == pytest.approx(1, abs=1e-3)
+    assert prof["gflops_inside_gemm_attention"] > 0 and prof["ops_per_step"] > 0
+    assert any(o["op"] in ("aten::mm", "aten::addmm") for o in prof["top_ops"])
+    row = next(line for line in render(results, tmp_path / "R.md").read_text().splitlines()
+               if line.startswith("| mae |"))
+    assert row.rstrip(" |").endswith("— | — | —")  # no eval timings
+
+
+def test_profile_summary_shares_and_kernel_flop_rate_of_known_events():
+    class E:
+        def __init__(self, key, us, count):
+            self.key, self.self_cpu_time_total, self.count = key, us, count
+
+    events = [E("aten::mm", 500.0, 10), E("aten::addmm", 100.0, 5), E("aten::_scaled_dot_product_flash_attention_"
+              "for_cpu", 200.0, 2), E("aten::gelu", 150.0, 2), E("aten::copy_", 50.0, 21), E("aten::view", 0.0, 9)]
+    p = profile_summary(events, seconds=0.002, steps=2, flops_per_step=4e6, device="cpu", top=3)
+    assert (p["gemm_share"], p["attention_share"], p["other_share"]) == (0.6, 0.2, 0.2)
+    assert p["gflops_inside_gemm_attention"] == pytest.approx(2 * 4e6 / 800e-6 / 1e9)  # 10 GFLOP/s
+    assert [o["op"] for o in p["top_ops"]] == ["aten::mm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                                               "aten::gelu"]
+    assert p["top_ops"][0] == {"op": "aten::mm", "share": 0.5, "calls_per_step": 5.0}
+    assert p["ops_per_step"] == 20  # (10 + 5 + 2 + 2 + 21) / 2: events with self time only
 
 
 def test_peak_table_by_device_name():
@@ -56,6 +91,7 @@ def test_matmul_ceiling_counts_two_n_cubed_per_product():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"methods": ["nope"]}, "unknown method"),
     ({"steps": 0}, "--steps >= 1"),
+    ({"profile_steps": -1}, "--profile-steps >= 0"),
     ({"protocol": "nope"}, "unknown protocol"),
 ])
 def test_bad_arguments_are_errors(tmp_path, kwargs, message):

@@ -117,10 +117,78 @@ def step_timer(warmup: int, last: int) -> Any:
     return StepTimer()
 
 
+# Ops whose time is GEMM / attention-kernel time: where nearly all of a ViT's FLOPs are spent (patch embedding
+# is a convolution). The CPU and CUDA names of the same kernels.
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
+            "aten::mkldnn_convolution", "aten::convolution_backward", "aten::cudnn_convolution")
+ATTENTION_PREFIX = ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention")
+
+
+def step_profiler(first: int, last: int) -> Any:
+    """A Lightning callback running `torch.profiler` over optimizer steps first+1 … last (after the timed
+    window, so the timing carries no profiler overhead). `.events` holds the key averages afterwards."""
+    from lightning.pytorch.callbacks import Callback
+    from torch.profiler import ProfilerActivity, profile
+
+    class StepProfiler(Callback):
+        def __init__(self) -> None:
+            self.prof: Any = None
+            self.events: Any = None
+            self.seconds = 0.0
+            self._t0 = 0.0
+
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if trainer.global_step == first and self.prof is None:
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if pl_module.device.type == "cuda" else [])
+                _sync(pl_module.device)
+                self.prof = profile(activities=acts)
+                self.prof.__enter__()
+                self._t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if trainer.global_step == last and self.prof is not None and self.events is None:
+                _sync(pl_module.device)
+                self.seconds = time.perf_counter() - self._t0
+                self.prof.__exit__(None, None, None)
+                self.events = self.prof.key_averages()
+
+    return StepProfiler()
+
+
+def profile_summary(events: Any, seconds: float, steps: int, flops_per_step: float, device: str,
+                    top: int = 12) -> dict[str, Any]:
+    """Where a profiled window's time went: the self-time share of GEMM/convolution kernels, of attention
+    kernels and of everything else (elementwise, norms, copies, optimizer, Python glue), the FLOP rate
+    *inside* GEMM + attention (the model's FLOPs over their time: how close the kernels themselves run to the
+    matmul ceiling), and the top ops by self time. On CUDA the times are device self-times."""
+    def self_us(e: Any) -> float:
+        if device == "cuda":
+            return float(getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cuda_time_total", 0.0))
+        return float(e.self_cpu_time_total)
+
+    rows = [(e.key, self_us(e), e.count) for e in events if self_us(e) > 0]
+    total = sum(t for _, t, _ in rows) or 1.0
+    gemm = sum(t for k, t, _ in rows if k in GEMM_OPS)
+    attn = sum(t for k, t, _ in rows if k.startswith(ATTENTION_PREFIX))
+    kernel_s = (gemm + attn) / 1e6
+    rows.sort(key=lambda r: -r[1])
+    return {
+        "profiled_steps": steps, "profiled_seconds": round(seconds, 3), "self_time_seconds": round(total / 1e6, 3),
+        "gemm_share": round(gemm / total, 4), "attention_share": round(attn / total, 4),
+        "other_share": round(1 - (gemm + attn) / total, 4),
+        "gflops_inside_gemm_attention": round(flops_per_step * steps / kernel_s / 1e9, 2) if kernel_s else None,
+        "ops_per_step": round(sum(c for _, _, c in rows) / steps),
+        "top_ops": [{"op": k, "share": round(t / total, 4), "calls_per_step": round(c / steps, 1)}
+                    for k, t, c in rows[:top]],
+    }
+
+
 def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int, root: str | None = None,
-                 extra: list[str] | None = None, accelerator: str = "auto") -> dict[str, Any]:
-    """Train `method` for warmup + steps steps under `protocol`'s data/model/batch, time it, then time the
-    evaluations on the run's encoder. Returns the record (see the module docstring)."""
+                 extra: list[str] | None = None, accelerator: str = "auto", evaluate: bool = True,
+                 profile_steps: int = 0) -> dict[str, Any]:
+    """Train `method` for warmup + steps steps under `protocol`'s data/model/batch, time it, profile
+    `profile_steps` more, then (with `evaluate`) time the evaluations on the run's encoder. Returns the record
+    (see the module docstring)."""
     from byon.bench.quality import PROTOCOLS, _env
     from byon.config import load_config, parse_set
     from byon.data import channel_stats, load_dataset
@@ -134,8 +202,8 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
     device = torch.device("cuda") if use_cuda else torch.device("cpu")
     overrides: dict[str, Any] = {
         "method": method, "data": {"dataset": p.dataset, "root": root}, "model": {"preset": p.model},
-        "train": {"epochs": p.epochs, "batch_size": p.batch_size, "max_steps": warmup + steps, "progress": False,
-                  "ckpt_every_epochs": 0, "accelerator": "gpu" if use_cuda else "cpu", "devices": 1},
+        "train": {"epochs": p.epochs, "batch_size": p.batch_size, "max_steps": warmup + steps + profile_steps,
+                  "progress": False, "ckpt_every_epochs": 0, "accelerator": "gpu" if use_cuda else "cpu", "devices": 1},
     }
     for section, values in parse_set(extra or []).items():
         overrides.setdefault(section, {}).update(values)
@@ -146,9 +214,10 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
 
         shutil.rmtree(run)  # a timing run starts fresh: a resumed one would time nothing
     timer = step_timer(warmup, warmup + steps)
+    prof = step_profiler(warmup + steps, warmup + steps + profile_steps) if profile_steps else None
     mem = _Memory(device)
     mem.start()
-    train(cfg, run, callbacks=(timer,))
+    train(cfg, run, callbacks=(timer,) if prof is None else (timer, prof))
     peak_mb = mem.peak_mb()
     summary = json.loads((run / "summary.json").read_text())
     if timer.t0 is None or timer.t1 is None:
@@ -173,6 +242,29 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
     best = max(ceiling[f"gflops_n{n_model}"], ceiling[f"gflops_n{n_large}"]) * 1e9
     peak = peak_bf16_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
+    speed = {
+        "warmup_steps": warmup, "timed_steps": steps, "global_batch": global_batch,
+        "train_images_per_s": round(images_per_s, 1), "flops_per_image": flops,
+        "achieved_gflops": round(achieved / 1e9, 2),
+        "matmul_ceiling": ceiling,
+        "achieved_over_ceiling": round(achieved / best, 4),
+        "mfu_bf16": round(achieved / peak, 4) if peak else None,
+        "peak_bf16_tflops": peak / 1e12 if peak else None,
+        "peak_memory_mb": round(peak_mb, 1), "memory_measure": mem.kind,
+        "rss_before_mb": None if mem.before_mb() is None else round(mem.before_mb(), 1),
+    }
+    if prof is not None:
+        if prof.events is None:
+            raise ByonError(f"bench speed: the run stopped after {summary['steps']} steps, before the profiled "
+                            f"window ended; lower --profile-steps")
+        speed["profile"] = profile_summary(prof.events, prof.seconds, profile_steps, flops * global_batch,
+                                           device.type)
+    record = {"name": method, "method": method, "protocol": protocol, "device": device.type,
+              "precision": summary["precision"], "config": cfg.to_dict(), "run_dir": str(run),
+              "speed": speed} | _env()
+    if not evaluate:
+        return record
+
     # evaluation timings on the protocol's splits with the run's (briefly trained) encoder
     train_d = load_dataset(p.dataset, "train", root=root)
     test_d = load_dataset(p.dataset, "test", root=root)
@@ -196,28 +288,18 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
     _sync(device)
     t_lin = time.perf_counter() - t0
 
-    speed = {
-        "warmup_steps": warmup, "timed_steps": steps, "global_batch": global_batch,
-        "train_images_per_s": round(images_per_s, 1), "flops_per_image": flops,
-        "achieved_gflops": round(achieved / 1e9, 2),
-        "matmul_ceiling": ceiling,
-        "achieved_over_ceiling": round(achieved / best, 4),
-        "mfu_bf16": round(achieved / peak, 4) if peak else None,
-        "peak_bf16_tflops": peak / 1e12 if peak else None,
-        "peak_memory_mb": round(peak_mb, 1), "memory_measure": mem.kind,
-        "rss_before_mb": None if mem.before_mb() is None else round(mem.before_mb(), 1),
+    speed.update({
         "feature_images_per_s": round((len(train_d) + len(test_d)) / t_feat, 1),
         "feature_images": len(train_d) + len(test_d), "knn_seconds": round(t_knn, 3),
         "linear_seconds": round(t_lin, 3), "linear_epochs": p.linear_epochs,
         "knn_top1": knn["top1"], "linear_top1": lin["top1"],  # sanity only: a few steps of training
-    }
-    return {"name": method, "method": method, "protocol": protocol, "device": device.type,
-            "precision": summary["precision"], "config": cfg.to_dict(), "run_dir": str(run),
-            "speed": speed} | _env()
+    })
+    return record
 
 
 def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, steps: int = 50, warmup: int = 10,
-                root: str | None = None, extra: list[str] | None = None, accelerator: str = "auto") -> list[Path]:
+                root: str | None = None, extra: list[str] | None = None, accelerator: str = "auto",
+                evaluate: bool = True, profile_steps: int = 0) -> list[Path]:
     """Run `speed_method` for each method; write `<results>/speed-{cpu,gpu}/<method>.json` (overwritten:
     timings are re-measured, not cached)."""
     from byon.bench.quality import PROTOCOLS
@@ -228,11 +310,12 @@ def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, st
     for m in methods:
         if m not in METHODS:
             raise unknown("method", m, METHODS)
-    if steps < 1 or warmup < 1:
-        raise ByonError(f"bench speed needs --steps >= 1 and --warmup >= 1, got {steps} and {warmup}")
+    if steps < 1 or warmup < 1 or profile_steps < 0:
+        raise ByonError(f"bench speed needs --steps >= 1, --warmup >= 1 and --profile-steps >= 0, got {steps}, "
+                        f"{warmup} and {profile_steps}")
     done = []
     for m in methods:
-        rec = speed_method(m, protocol, runs, steps, warmup, root, extra, accelerator)
+        rec = speed_method(m, protocol, runs, steps, warmup, root, extra, accelerator, evaluate, profile_steps)
         out = results / f"speed-{'gpu' if rec['device'] == 'cuda' else 'cpu'}" / f"{m}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rec, indent=2) + "\n")
@@ -243,20 +326,31 @@ def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, st
 def speed_table(records: list[dict[str, Any]]) -> list[str]:
     """Markdown rows for RESULTS.md, one per method."""
     head = ("| method | train img/s | GFLOPs/img | achieved GFLOP/s | matmul ceiling GFLOP/s (model n / large n) "
-            "| achieved / ceiling | MFU (bf16 peak) | peak mem MB | features img/s | kNN s | linear s |")
-    lines = [head, "|" + "---|" * 11]
+            "| achieved / ceiling | MFU (bf16 peak) | time in GEMM / attention / other "
+            "| GFLOP/s inside GEMM + attention | peak mem MB | features img/s | kNN s | linear s |")
+    lines = [head, "|" + "---|" * 13]
+
+    def opt(x: float | None, fmt: str) -> str:
+        return "—" if x is None else format(x, fmt)
+
     for r in sorted(records, key=lambda r: r["name"]):
         s = r["speed"]
         ceil = s["matmul_ceiling"]
         sizes = [k for k in ceil if k.startswith("gflops_n")]
         mfu = "—" if s.get("mfu_bf16") is None else f"{100 * s['mfu_bf16']:.1f} %"
+        prof = s.get("profile")
+        shares = "—" if prof is None else " / ".join(
+            f"{100 * prof[k]:.0f} %" for k in ("gemm_share", "attention_share", "other_share"))
+        inside = opt(None if prof is None else prof["gflops_inside_gemm_attention"], ".1f")
         lines.append(
             f"| {r['name']} | {s['train_images_per_s']:.0f} | {s['flops_per_image'] / 1e9:.4f} | "
             f"{s['achieved_gflops']:.1f} | {' / '.join(f'{ceil[k]:.0f}' for k in sizes)} ({ceil['dtype']}, "
             f"n={' / '.join(k.removeprefix('gflops_n') for k in sizes)}, {ceil['threads']} threads) | "
-            f"{100 * s['achieved_over_ceiling']:.1f} % | {mfu} | {s['peak_memory_mb']:.0f} | "
-            f"{s['feature_images_per_s']:.0f} | {s['knn_seconds']:.2f} | {s['linear_seconds']:.2f} |")
+            f"{100 * s['achieved_over_ceiling']:.1f} % | {mfu} | {shares} | {inside} | {s['peak_memory_mb']:.0f} | "
+            f"{opt(s.get('feature_images_per_s'), '.0f')} | {opt(s.get('knn_seconds'), '.2f')} | "
+            f"{opt(s.get('linear_seconds'), '.2f')} |")
     return lines
 
 
-__all__ = ["PEAK_BF16_TFLOPS", "bench_speed", "matmul_flops", "peak_bf16_flops", "speed_method", "speed_table"]
+__all__ = ["PEAK_BF16_TFLOPS", "bench_speed", "matmul_flops", "peak_bf16_flops", "profile_summary", "speed_method",
+           "speed_table", "step_profiler"]
