@@ -56,11 +56,13 @@ bench-table1: $(STAMP) data
 
 # The speed protocol of benchmarks.md on this CPU (minutes): training images/s, FLOP utilisation against the
 # measured matmul ceiling, eval timings -> benchmarks/results/speed-cpu/<method>.json, then RESULTS.md.
-# Run it on an otherwise idle machine. SPEED_METHODS, STEPS, WARMUP; THREADS pins torch's threads.
+# Run it on an otherwise idle machine. SPEED_METHODS, STEPS, WARMUP, PROFILE (profiled steps after the timed
+# ones); THREADS pins torch's threads.
 SPEED_METHODS ?= mae,byon
 bench-speed-cpu: $(STAMP) data
 	$(VENV)/bin/byon bench speed --protocol fmnist-cpu --accelerator cpu --methods $(SPEED_METHODS) \
-	  --steps $(or $(STEPS),50) --warmup $(or $(WARMUP),10) $(if $(THREADS),--set train.num_threads=$(THREADS))
+	  --steps $(or $(STEPS),50) --warmup $(or $(WARMUP),10) --profile-steps $(or $(PROFILE),5) \
+	  $(if $(THREADS),--set train.num_threads=$(THREADS))
 	$(VENV)/bin/byon bench report
 
 clean:

@@ -95,3 +95,20 @@ def test_an_encoder_without_a_cls_token_is_evaluated_on_its_mean_only(nocls_run:
     m = _frozen_metrics(run, p, 0, None)
     assert m["knn_cls"] is m["linear_cls"] is m["lowshot2_cls"] is m["lowshot2_cls_std"] is None
     assert m["knn"] == m["knn_mean"] and m["lowshot2"] == m["lowshot2_mean"] and m["protocol"]["features"] == ["mean"]
+
+
+@pytest.mark.parametrize("kind", ["knn", "lowshot", "grid"])
+def test_an_evaluation_reads_the_checkpoint_once(gray_run: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    import byon.engine.run as run_mod
+
+    reads: list[str] = []
+    real = run_mod.read_checkpoint
+    monkeypatch.setattr(run_mod, "read_checkpoint",
+                        lambda path, *a, **k: reads.append(str(path)) or real(path, *a, **k))
+    if kind == "knn":
+        evaluate("knn", gray_run, "synthetic", subset=100)
+    elif kind == "lowshot":
+        evaluate_lowshot(gray_run, "synthetic", shots=(2,), draws=1, epochs=1)
+    else:
+        evaluate_linear_grid(gray_run, "synthetic", subset=100, blrs=(0.1,), epochs=1)
+    assert len(reads) == 1

@@ -74,14 +74,14 @@ def embedding_2d(run_dir: str | Path, projection: str = "pca", feature: str | No
     if n is not None and n < 3:
         raise ByonError(f"--n must be ≥ 3, got {n}")
     run_dir = Path(run_dir)
-    cfg, method = load_run(run_dir)
+    cfg, method = run = load_run(run_dir)
     feature = feature or default_feature(method)
     if feature not in feature_types(method):  # no CLS token (I-JEPA): 'mean' only
         raise unknown("feature", feature, feature_types(method))
     dataset = dataset or cfg.data.dataset
     # seed 0: the split's features do not depend on it, and `byon eval` caches them under that key
     feats, labels = run_features(run_dir, dataset, split, root if root is not None else cfg.data.root, None, 0,
-                                 device=device)
+                                 device=device, run=run)
     x = feats[feature]
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
     x, labels = x[idx], None if labels is None else labels[idx]

@@ -49,7 +49,9 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
     for name in sorted(runs, key=lambda n: (n in REFERENCE_ROWS, n)):
         rs = sorted(runs[name], key=lambda r: r["seed"])
         cells = [_ms([r["metrics"].get(k) for r in rs]) for k, _ in COLUMNS]
-        wall = _ms([r["wall_time_s"] / 60 if r.get("wall_time_s") is not None else None for r in rs], 1)
+        # no images/s: nothing was trained (the random-init row), so there is no training time to show
+        wall = _ms([r["wall_time_s"] / 60 if r.get("wall_time_s") is not None and r.get("images_per_s") else None
+                    for r in rs], 1)
         if any(r.get("wall_time_estimated") for r in rs):
             wall += "*"
         ips = _ms([r["images_per_s"] for r in rs], 0)
@@ -133,7 +135,11 @@ def speed_sections(results: Path) -> list[str]:
                   "(forward + backward, `torch.utils.flop_counter`), and the matmul ceiling measured in the same "
                   "process with the same threads: a square GEMM at the model's MLP width and a large one. "
                   "`achieved / ceiling` uses the higher of the two; MFU is against the card's dense bf16 peak. "
-                  "Feature extraction covers the train + test splits; kNN and linear probe run on those features.",
+                  "Feature extraction covers the train + test splits; kNN and linear probe run on those features "
+                  "('—': timed with `--no-eval`). With `--profile-steps`, `torch.profiler` over that many steps after "
+                  "the timed ones gives the self-time shares of GEMM/convolution kernels, attention kernels and "
+                  "everything else, and the training FLOPs over the GEMM + attention time: how fast the kernels "
+                  "themselves run. achieved / ceiling ≈ (1 − other share) × (GFLOP/s inside ÷ ceiling).",
                   ""]
         lines += speed_table(records)
         lines += ["", "Measured on: " + "; ".join(f"{h}, torch {t}, commit {c}, protocol {p}, {prec}"

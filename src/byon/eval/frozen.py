@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from byon.config import RunConfig
 from byon.engine.run import find_checkpoint, load_run, pick_device, write_json
 from byon.errors import ByonError
 
@@ -38,9 +39,11 @@ def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int)
 
 def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None = None,
                  subset: int | None = None, seed: int = 0, batch_size: int = 512,
-                 device: str | None = None, blocks: int = 1) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+                 device: str | None = None, blocks: int = 1, run: tuple[RunConfig, torch.nn.Module] | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/; only
-    {'mean'} for an encoder without a CLS token (`feature_types`).
+    {'mean'} for an encoder without a CLS token (`feature_types`). `run` is the run's `load_run` result when
+    the caller has it already (the checkpoint is read once per evaluation, not once per split).
 
     blocks > 1 adds f'cls{n}' (N, n·D), n = min(blocks, depth): the CLS tokens of the last n blocks
     (`last_blocks_cls`), cached in a file of its own beside the base one (so existing caches stay valid).
@@ -50,7 +53,7 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
 
     run_dir = Path(run_dir)
     device = pick_device(device)
-    cfg, method = load_run(run_dir)
+    cfg, method = run if run is not None else load_run(run_dir)
     info = method.data_info
     # the run's resize (imagefolder runs with data.image_size) applies to whatever it is evaluated on
     data = load_dataset(dataset, split, root=root, subset=subset if split == "train" else None, seed=seed,
@@ -86,11 +89,11 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
     from byon.eval.linear import linear_probe
 
     run_dir = Path(run_dir)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed)
+    cfg, method = run = load_run(run_dir)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, run=run)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, run=run)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; kNN and linear evaluation need a labelled dataset")
-    cfg, method = load_run(run_dir)
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": kind, "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "subset": subset, "features": list(types), "default_feature": default}
@@ -138,11 +141,11 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
     if draws < 1 or epochs < 1:
         raise ByonError(f"low-shot needs draws >= 1 and epochs >= 1, got {draws} and {epochs}")
     run_dir = Path(run_dir)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed)
+    cfg, method = run = load_run(run_dir)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed, run=run)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, run=run)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; low-shot evaluation needs a labelled dataset")
-    cfg, method = load_run(run_dir)
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "shots": list(shots), "draws": draws, "epochs": epochs, "seed": seed,
@@ -185,11 +188,11 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
         raise ByonError(f"the linear grid concatenates the last blocks' CLS tokens; blocks must be >= 2, "
                         f"got {blocks}")
     run_dir = Path(run_dir)
-    cfg, method = load_run(run_dir)
+    cfg, method = run = load_run(run_dir)
     n = min(blocks, len(eval_encoder(method).blocks))
     features = grid_features(n, cls="cls" in feature_types(method))
-    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, blocks=blocks)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, blocks=blocks)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, blocks=blocks, run=run)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, blocks=blocks, run=run)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; linear evaluation needs a labelled dataset")
     for f in (train_f, test_f):
