@@ -20,6 +20,7 @@ def test_speed_writes_a_json_per_method_and_the_report_renders_it(tmp_path):
     rec = json.loads((results / "speed-cpu" / "mae.json").read_text())
     s = rec["speed"]
     assert rec["device"] == "cpu" and rec["precision"] == "32-true" and "metrics" not in rec
+    assert rec["command"]  # the command line that measured it
     assert (s["warmup_steps"], s["timed_steps"], s["global_batch"]) == (1, 2, 64)
     assert s["train_images_per_s"] > 0 and s["flops_per_image"] > 0
     assert s["achieved_gflops"] == pytest.approx(s["flops_per_image"] * s["train_images_per_s"] / 1e9, rel=1e-2)

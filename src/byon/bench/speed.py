@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import resource
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -261,7 +263,7 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
                                            device.type)
     record = {"name": method, "method": method, "protocol": protocol, "device": device.type,
               "precision": summary["precision"], "config": cfg.to_dict(), "run_dir": str(run),
-              "speed": speed} | _env()
+              "command": shlex.join(sys.argv), "speed": speed} | _env()
     if not evaluate:
         return record
 
