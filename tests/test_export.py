@@ -73,7 +73,8 @@ def test_ema_export_is_the_target_encoder_not_the_online_one(runs, tmp_path):
 def test_ema_export_of_a_method_without_ema_is_an_error(runs, tmp_path, capsys):
     out = tmp_path / "enc.safetensors"
     assert main(["export", "--run", str(runs["mae"]), "--out", str(out), "--ema"]) == 2
-    assert "byon: error: the 'MAE' method keeps no EMA (target) encoder; drop --ema" in capsys.readouterr().err
+    assert ("byon: error: the 'MAE' method keeps no EMA (target) encoder beside its online one; drop --ema"
+            in capsys.readouterr().err)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ByonError, match="no EMA"):
         byon.load_encoder(str(runs["mae"]), ema=True)
@@ -133,3 +134,29 @@ def test_rgb_to_gray_matches_pil(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "x.png")
     x, _ = read_image_folder(tmp_path, 28, 1)
     assert np.array_equal(x[0, 0].numpy(), np.asarray(Image.fromarray(rgb).convert("L")))
+
+
+def test_encoder_online_exports_the_context_encoder_of_a_method_whose_default_is_the_target(tmp_path, capsys):
+    run = tmp_path / "ijepa"
+    assert main(["pretrain", "--method", "ijepa", *TINY, "--max-steps", "2", "--out", str(run)]) == 0
+    _, method = load_run(run)
+    for which, want in ((None, method.target_encoder), ("ema", method.target_encoder), ("online", method.encoder)):
+        out = tmp_path / f"{which}.safetensors"
+        assert main(["export", "--run", str(run), "--out", str(out), *(["--encoder", which] if which else [])]) == 0
+        meta = json.loads(out.with_suffix(".json").read_text())
+        assert meta["encoder"] == (which or "default") and meta["ema"] is (which == "ema")
+        got = load_file(str(out))
+        assert all(torch.equal(got[k], v) for k, v in want.state_dict().items())
+    assert not torch.equal(load_file(str(tmp_path / "online.safetensors"))["blocks.0.attn.qkv.weight"],
+                           load_file(str(tmp_path / "ema.safetensors"))["blocks.0.attn.qkv.weight"])
+    enc = byon.load_encoder(str(run), encoder="online")
+    assert all(torch.equal(enc.state_dict()[k], v) for k, v in method.encoder.state_dict().items())
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "x.safetensors"), "--ema",
+                 "--encoder", "online"]) == 2
+    assert "--ema and --encoder online contradict each other" in capsys.readouterr().err
+
+
+def test_the_cli_offers_the_encoders_export_knows():
+    from byon import cli, export
+
+    assert cli.ENCODERS == export.ENCODERS

@@ -10,6 +10,10 @@ from typing import Any
 
 from byon.errors import ByonError
 
+ENCODERS = ("online", "ema")  # = byon.export.ENCODERS, not imported here: the CLI parses its flags without torch
+ENCODER_HELP = ("online | ema: that encoder of a method that keeps both (byon and byol evaluate the online one by "
+                "default, ijepa and njepa the EMA target); default: the method's eval encoder")
+
 
 def _pretrain_overrides(a: argparse.Namespace) -> dict[str, Any]:
     """CLI flags → the nested override dict they stand for (only the flags that were given)."""
@@ -59,6 +63,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     dataset = a.dataset or _run_dataset(a.run)
     where = dict(root=a.data_root, seed=a.seed)
+    frozen_kinds = ("knn", "linear", "lowshot")
+    if getattr(a, "encoder", None) and a.kind not in frozen_kinds:
+        raise ByonError(f"--encoder applies to the frozen evaluations ({', '.join(frozen_kinds)}), not to "
+                        f"'{a.kind}'")
     if a.kind == "finetune":
         from byon.eval.finetune import FinetuneConfig, finetune
 
@@ -78,21 +86,22 @@ def cmd_eval(a: argparse.Namespace) -> int:
                 f"({len(res['layers'])} blocks x {len(res['timesteps'])} timesteps; eval/probe-grid-{dataset}.png)")
     elif a.kind == "lowshot":
         shots = tuple(_ints(a.shots, "--shots"))
-        res = frozen.evaluate_lowshot(a.run, dataset, shots=shots, draws=a.draws, epochs=a.epochs, **where)
+        res = frozen.evaluate_lowshot(a.run, dataset, shots=shots, draws=a.draws, epochs=a.epochs,
+                                      encoder=a.encoder, **where)
         ft = res["default_feature"]
         line = f"lowshot top-1 on {dataset} ({ft}, {a.draws} draws): " + ", ".join(
             f"{n}-shot {res[str(n)][ft]['mean']:.2f} ± {res[str(n)][ft]['std']:.2f}" for n in shots)
     elif a.kind == "linear" and a.heads == "grid":
         blrs = tuple(_floats(a.lrs, "--lrs")) if a.lrs else None
         res = frozen.evaluate_linear_grid(a.run, dataset, subset=a.subset, blrs=blrs, blocks=a.blocks,
-                                          epochs=a.linear_epochs, **where)
+                                          epochs=a.linear_epochs, encoder=a.encoder, **where)
         b = res["best"]
         line = (f"linear grid top-1 on {dataset}: {b['top1']:.2f} (best of {len(res['heads'])} heads: {b['feature']}, "
                 f"blr {b['blr']:g}); per feature: "
                 + ", ".join(f"{ft} {r['top1']:.2f}" for ft, r in res["best_per_feature"].items()))
     else:
         kwargs = {"k": a.k, "temperature": a.temperature} if a.kind == "knn" else {"epochs": a.linear_epochs}
-        res = frozen.evaluate(a.kind, a.run, dataset, subset=a.subset, **where, **kwargs)
+        res = frozen.evaluate(a.kind, a.run, dataset, subset=a.subset, encoder=a.encoder, **where, **kwargs)
         line = (f"{a.kind} top-1 on {dataset}: {res['top1']:.2f} ({res['default_feature']}); "
                 + ", ".join(f"{ft} {res[f'top1_{ft}']:.2f}" for ft in res["features"]))
     print(line)
@@ -171,10 +180,17 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_choice(a: argparse.Namespace) -> str | None:
+    """--ema is --encoder ema."""
+    if a.ema and a.encoder not in (None, "ema"):
+        raise ByonError(f"--ema and --encoder {a.encoder} contradict each other; give one of them")
+    return "ema" if a.ema else a.encoder
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from byon.export import export_encoder
 
-    weights, meta = export_encoder(a.run, a.out, ema=a.ema)
+    weights, meta = export_encoder(a.run, a.out, encoder=_encoder_choice(a))
     print(f"wrote {weights} and {meta}")
     return 0
 
@@ -182,8 +198,8 @@ def cmd_export(a: argparse.Namespace) -> int:
 def cmd_embed(a: argparse.Namespace) -> int:
     from byon.export import embed_folder
 
-    npy, txt, n = embed_folder(a.run, a.images, a.out, feature=a.feature, ema=a.ema, batch_size=a.batch_size,
-                               device=a.device, on_bad_file=a.on_bad_file)
+    npy, txt, n = embed_folder(a.run, a.images, a.out, feature=a.feature, encoder=_encoder_choice(a),
+                               batch_size=a.batch_size, device=a.device, on_bad_file=a.on_bad_file)
     print(f"wrote {n} embeddings to {npy} (file list: {txt})")
     return 0
 
@@ -260,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--dataset", help="default: the run's pretraining dataset")
     ec.add_argument("--data-root")
     ec.add_argument("--seed", type=int, default=0)
+    ec.add_argument("--encoder", choices=ENCODERS, help=ENCODER_HELP)
     ec.add_argument("--json", action="store_true", help="also print the result as one JSON object (last line); "
                                                          "it is always written to <run>/eval/<kind>-<dataset>.json")
     ek = esub.add_parser("knn", parents=[ec], help="weighted kNN on frozen features")
@@ -308,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--run", required=True)
     x.add_argument("--out", required=True, help="FILE.safetensors (FILE.json is written beside it)")
     x.add_argument("--ema", action="store_true", help="the EMA (target) encoder, for methods that keep one")
+    x.add_argument("--encoder", choices=ENCODERS, help=ENCODER_HELP)
     x.set_defaults(fn=cmd_export)
 
     d = sub.add_parser("embed", help="features of every image in a folder under a run's encoder")
@@ -315,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", required=True, help="folder of images (searched recursively)")
     d.add_argument("--out", required=True, help="FILE.npy, float32 (N, D); FILE.txt lists the images in order")
     d.add_argument("--feature", choices=["cls", "mean"], help="default: the method's")
-    d.add_argument("--ema", action="store_true")
+    d.add_argument("--ema", action="store_true", help="--encoder ema")
+    d.add_argument("--encoder", choices=ENCODERS, help=ENCODER_HELP)
     d.add_argument("--batch-size", type=int, default=256)
     d.add_argument("--device", help="default: cuda when available, else cpu")
     d.add_argument("--on-bad-file", choices=["fail", "skip"], default="fail")

@@ -26,15 +26,26 @@ FEATURES = ("cls", "mean")
 FORMAT = "byon-encoder/1"
 
 
-def select_encoder(method: nn.Module, ema: bool = False) -> nn.Module:
-    """The online eval encoder, or with ema=True the EMA/target encoder (error when the method has none)."""
-    if not ema:
-        return method.eval_encoder() if hasattr(method, "eval_encoder") else method.encoder
+ENCODERS = ("online", "ema")
+
+
+def select_encoder(method: nn.Module, ema: bool = False, encoder: str | None = None) -> nn.Module:
+    """The method's eval encoder (None); with encoder='ema' (or ema=True) its EMA/target encoder, with
+    encoder='online' its online (student / context) one — for the methods that keep both (BYON, BYOL, I-JEPA,
+    N-JEPA), whose default is one of the two (online for BYON and BYOL, the target for I-JEPA and N-JEPA)."""
+    from byon.eval.features import eval_encoder
+
+    which = "ema" if ema else encoder
+    if which is None:
+        return eval_encoder(method)
+    if which not in ENCODERS:
+        raise unknown("encoder", which, ENCODERS)
     target = getattr(method, "target_encoder", None)
     if target is None:
-        raise ByonError(f"the '{type(method).__name__}' method keeps no EMA (target) encoder; drop --ema / "
-                        f"ema=True to use its online encoder")
-    return target
+        drop = "--ema / ema=True" if which == "ema" else "--encoder"
+        raise ByonError(f"the '{type(method).__name__}' method keeps no EMA (target) encoder beside its online "
+                        f"one; drop {drop} to use its eval encoder")
+    return target if which == "ema" else method.encoder
 
 
 def timm_kwargs(encoder: nn.Module) -> dict[str, Any]:
@@ -61,9 +72,10 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False) -> tuple[Path, Path]:
-    """Write the run's encoder as `out` (.safetensors, timm key layout) and `out` with .json (architecture,
-    input normalisation, provenance). Returns both paths."""
+def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, encoder: str | None = None
+                   ) -> tuple[Path, Path]:
+    """Write the run's encoder (`select_encoder`) as `out` (.safetensors, timm key layout) and `out` with .json
+    (architecture, input normalisation, provenance). Returns both paths."""
     from safetensors.torch import save_file
 
     from byon.engine.run import load_run
@@ -73,10 +85,11 @@ def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False) -> t
         raise ByonError(f"--out '{out}' must end in .safetensors")
     run_dir = Path(run_dir)
     cfg, method = load_run(run_dir)
-    encoder = select_encoder(method, ema)
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    which = "ema" if ema else encoder
+    enc = select_encoder(method, encoder=which)
+    state = {k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}
     info = method.data_info
-    kwargs = timm_kwargs(encoder)
+    kwargs = timm_kwargs(enc)
     meta = {
         "format": FORMAT, **{k: kwargs[k] for k in ("img_size", "patch_size", "in_chans", "embed_dim", "depth",
                                                        "num_heads", "mlp_ratio", "class_token", "global_pool")},
@@ -88,7 +101,8 @@ def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False) -> t
                      "default": getattr(method, "default_feature", "mean")},
         "input": {"dtype": "float32 (B, C, H, W)", "normalize": "(x_uint8 / 255 - mean) / std",
                   "mean": list(info.mean), "std": list(info.std)},
-        "method": cfg.method, "ema": ema, "dataset": info.name, "source_run": str(run_dir.resolve()),
+        "method": cfg.method, "ema": which == "ema", "encoder": which or "default", "dataset": info.name,
+        "source_run": str(run_dir.resolve()),
     }
     json_path = out.with_suffix(".json")
     _atomic_write(out, lambda p: save_file(state, str(p), metadata={"format": FORMAT, "method": cfg.method}))
@@ -134,7 +148,7 @@ def read_image_folder(folder: str | Path, size: int, chans: int, on_bad_file: st
 
 def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, feature: str | None = None,
                  ema: bool = False, batch_size: int = 256, device: str | None = None,
-                 on_bad_file: str = "fail") -> tuple[Path, Path, int]:
+                 on_bad_file: str = "fail", encoder: str | None = None) -> tuple[Path, Path, int]:
     """Features of every image under `images` → `out` (.npy, float32 (N, D)) and `out` with .txt (one
     relative path per row). feature: 'cls' | 'mean' (default: the method's). Returns (npy, txt, N)."""
     from byon.engine.run import load_run, pick_device
@@ -149,12 +163,12 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
     feature = feature or getattr(method, "default_feature", "cls")
     if feature not in FEATURES:
         raise unknown("feature", feature, FEATURES)
-    encoder = select_encoder(method, ema)
+    enc = select_encoder(method, ema, encoder)
     info = method.data_info
     x, names = read_image_folder(images, info.img_size, info.in_chans, on_bad_file)
     device = pick_device(device)
-    encoder = encoder.to(device).eval()
-    feats = extract_features(encoder.features, x, info.mean, info.std, batch_size=batch_size, device=device)
+    enc = enc.to(device).eval()
+    feats = extract_features(enc.features, x, info.mean, info.std, batch_size=batch_size, device=device)
     array = feats[feature].numpy().astype(np.float32)
     txt = out.with_suffix(".txt")
 
@@ -167,4 +181,4 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
     return out, txt, len(names)
 
 
-__all__ = ["embed_folder", "export_encoder", "read_image_folder", "select_encoder", "timm_kwargs"]
+__all__ = ["ENCODERS", "embed_folder", "export_encoder", "read_image_folder", "select_encoder", "timm_kwargs"]

@@ -35,3 +35,9 @@ def rgb_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def nocls_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """I-JEPA at its initialisation: an encoder without a CLS token."""
     return tiny_run(tmp_path_factory.mktemp("eval"), "ijepa", "synthetic", 0)
+
+
+@pytest.fixture(scope="session")
+def ema_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """BYON after 2 steps: its EMA (target) encoder differs from the online one."""
+    return tiny_run(tmp_path_factory.mktemp("eval"), "byon", "synthetic", 2)

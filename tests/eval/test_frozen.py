@@ -112,3 +112,43 @@ def test_an_evaluation_reads_the_checkpoint_once(gray_run: Path, monkeypatch: py
     else:
         evaluate_linear_grid(gray_run, "synthetic", subset=100, blrs=(0.1,), epochs=1)
     assert len(reads) == 1
+
+
+def test_encoder_choice_evaluates_that_encoder_and_keeps_the_default_result(ema_run: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    from byon.data import load_dataset
+    from byon.engine.run import load_run
+    from byon.eval.features import extract_features
+
+    assert main(["eval", "knn", "--run", str(ema_run), "--subset", "200", "--json"]) == 0
+    default = last_json(capsys)
+    assert main(["eval", "knn", "--run", str(ema_run), "--subset", "200", "--encoder", "ema", "--json"]) == 0
+    ema = last_json(capsys)
+    assert default["encoder"] == "default" and ema["encoder"] == "ema"
+    assert json.loads((ema_run / "eval" / "knn-synthetic.json").read_text()) == default  # not overwritten
+    assert json.loads((ema_run / "eval" / "knn-synthetic-ema.json").read_text()) == ema
+
+    _, method = load_run(ema_run)
+    feats, _ = run_features(ema_run, "synthetic", "test", encoder="ema")
+    data = load_dataset("synthetic", "test")
+    info = method.data_info
+    want = extract_features(method.target_encoder.features, data.images, info.mean, info.std)
+    online = extract_features(method.encoder.features, data.images, info.mean, info.std)
+    torch.testing.assert_close(feats["cls"], want["cls"])
+    assert not torch.allclose(feats["cls"], online["cls"])  # 2 steps apart: another encoder
+    base, _ = run_features(ema_run, "synthetic", "test")
+    torch.testing.assert_close(base["cls"], online["cls"])  # BYON's default is the online encoder
+    torch.testing.assert_close(run_features(ema_run, "synthetic", "test", encoder="online")[0]["cls"],
+                               online["cls"])
+
+
+def test_encoder_choice_on_a_method_with_one_encoder_is_a_one_line_error(gray_run: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", "linear", "--run", str(gray_run), "--encoder", "online"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["byon: error: the 'MAE' method keeps no EMA (target) encoder beside its online one; drop "
+                   "--encoder to use its eval encoder"]
+    with pytest.raises(ByonError, match="unknown encoder 'student'; valid: ema, online"):
+        evaluate("knn", gray_run, "synthetic", encoder="student")
+    assert main(["eval", "finetune", "--run", str(gray_run), "--encoder", "ema"]) == 2
+    assert "--encoder applies to the frozen evaluations" in capsys.readouterr().err

@@ -40,20 +40,24 @@ def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int)
 def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None = None,
                  subset: int | None = None, seed: int = 0, batch_size: int = 512,
                  device: str | None = None, blocks: int = 1, run: tuple[RunConfig, torch.nn.Module] | None = None,
-                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+                 encoder: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/; only
     {'mean'} for an encoder without a CLS token (`feature_types`). `run` is the run's `load_run` result when
-    the caller has it already (the checkpoint is read once per evaluation, not once per split).
+    the caller has it already (the checkpoint is read once per evaluation, not once per split). `encoder`:
+    None for the method's eval features, 'online' or 'ema' for that encoder of a method that keeps both
+    (`export.select_encoder`), cached apart.
 
     blocks > 1 adds f'cls{n}' (N, n·D), n = min(blocks, depth): the CLS tokens of the last n blocks
     (`last_blocks_cls`), cached in a file of its own beside the base one (so existing caches stay valid).
     """
     from byon.data import load_dataset
-    from byon.eval.features import cached_features, eval_encoder, extract_features, feature_fn, last_blocks_cls
+    from byon.eval.features import cached_features, extract_features, feature_fn, last_blocks_cls
+    from byon.export import select_encoder
 
     run_dir = Path(run_dir)
     device = pick_device(device)
     cfg, method = run if run is not None else load_run(run_dir)
+    chosen = select_encoder(method, encoder=encoder)  # before any data is read: a wrong choice fails first
     info = method.data_info
     # the run's resize (imagefolder runs with data.image_size) applies to whatever it is evaluated on
     data = load_dataset(dataset, split, root=root, subset=subset if split == "train" else None, seed=seed,
@@ -72,31 +76,37 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
         return cached_features(path, digest, lambda: extract_features(fn, data.images, info.mean, info.std,
                                                                       batch_size=batch_size, device=device))
 
-    feats = cached(feature_fn(method))
+    feats = cached(feature_fn(method)) if encoder is None else cached(chosen.features, encoder)
     feats = {k: v for k, v in feats.items() if k in feature_types(method)}
     if blocks > 1:
-        encoder = eval_encoder(method)
-        n = min(blocks, len(encoder.blocks))
-        feats = feats | cached(last_blocks_cls(encoder, n), f"cls{n}")
+        n = min(blocks, len(chosen.blocks))
+        feats = feats | cached(last_blocks_cls(chosen, n), f"cls{n}" + (f"-{encoder}" if encoder else ""))
     return feats, data.labels
 
 
+def _result_path(run_dir: Path, kind: str, dataset: str, encoder: str | None) -> Path:
+    """<run>/eval/<kind>-<dataset>[-<encoder>].json: a chosen encoder's results do not replace the default's."""
+    (run_dir / "eval").mkdir(exist_ok=True)
+    return run_dir / "eval" / f"{kind}-{dataset}{'-' + encoder if encoder else ''}.json"
+
+
 def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
-             seed: int = 0, **kwargs: Any) -> dict[str, Any]:
+             seed: int = 0, encoder: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """kind ∈ {knn, linear}: metrics for every feature type the method has (`feature_types`, listed under
-    "features"); `top1` is the method's default feature."""
+    "features"); `top1` is the method's default feature. `encoder`: as in `run_features`."""
     from byon.eval.knn import knn_classify
     from byon.eval.linear import linear_probe
 
     run_dir = Path(run_dir)
     cfg, method = run = load_run(run_dir)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, run=run)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, run=run)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, run=run, encoder=encoder)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, run=run, encoder=encoder)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; kNN and linear evaluation need a labelled dataset")
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": kind, "run": str(run_dir), "method": cfg.method, "dataset": dataset,
-                              "subset": subset, "features": list(types), "default_feature": default}
+                              "subset": subset, "encoder": encoder or "default", "features": list(types),
+                              "default_feature": default}
     for ft in types:
         if kind == "knn":
             r = knn_classify(train_f[ft], train_y, test_f[ft], test_y, **kwargs)
@@ -107,8 +117,7 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
         result[ft] = r
         result[f"top1_{ft}"] = r["top1"]
     result["top1"] = result[f"top1_{default}"]
-    (run_dir / "eval").mkdir(exist_ok=True)
-    write_json(run_dir / "eval" / f"{kind}-{dataset}.json", result)
+    write_json(_result_path(run_dir, kind, dataset, encoder), result)
     return result
 
 
@@ -126,13 +135,15 @@ def lowshot_indices(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor
 
 
 def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] = (10, 100), draws: int = 5,
-                     root: str | None = None, seed: int = 0, epochs: int = 100) -> dict[str, Any]:
+                     root: str | None = None, seed: int = 0, epochs: int = 100, encoder: str | None = None
+                     ) -> dict[str, Any]:
     """Linear probe on n labelled images per class, mean ± std over `draws` seeded draws.
 
     Draw d of a shot count takes `lowshot_indices(train_y, n, seed·1000 + d)` and a probe seeded d, so the
     draws are the same for every run (runs are compared on the same images). Writes and returns
     {str(n): {feature: {"mean", "std", "draws"}}, "top1": {str(n): the default feature's mean}, ...}, one
-    entry per feature the method has (`feature_types`); "std" is over the draws.
+    entry per feature the method has (`feature_types`); "std" is over the draws. `encoder`: as in
+    `run_features`.
     """
     from byon.eval.linear import linear_probe
 
@@ -142,14 +153,14 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
         raise ByonError(f"low-shot needs draws >= 1 and epochs >= 1, got {draws} and {epochs}")
     run_dir = Path(run_dir)
     cfg, method = run = load_run(run_dir)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed, run=run)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, run=run)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed, run=run, encoder=encoder)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, run=run, encoder=encoder)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; low-shot evaluation needs a labelled dataset")
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "shots": list(shots), "draws": draws, "epochs": epochs, "seed": seed,
-                              "features": list(types), "default_feature": default}
+                              "encoder": encoder or "default", "features": list(types), "default_feature": default}
     for n in shots:
         result[str(n)] = {}
         for ft in types:
@@ -164,8 +175,7 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
             result[str(n)][ft] = {"mean": float(t.mean()), "std": float(t.std()) if draws > 1 else 0.0,
                                   "draws": accs}
     result["top1"] = {str(n): result[str(n)][default]["mean"] for n in shots}
-    (run_dir / "eval").mkdir(exist_ok=True)
-    write_json(run_dir / "eval" / f"lowshot-{dataset}.json", result)
+    write_json(_result_path(run_dir, "lowshot", dataset, encoder), result)
     return result
 
 
@@ -178,30 +188,33 @@ def grid_features(blocks: int, cls: bool = True) -> tuple[str, ...]:
 
 def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
                          seed: int = 0, blrs: tuple[float, ...] | None = None, blocks: int = 4,
-                         **kwargs: Any) -> dict[str, Any]:
+                         encoder: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """DINOv2-style linear evaluation: heads for every feature type × base lr trained in one pass over the
-    cached features (`probe_grid`); writes eval/linear-grid-<dataset>.json. `top1` is the best head's."""
-    from byon.eval.features import eval_encoder
+    cached features (`probe_grid`); writes eval/linear-grid-<dataset>.json. `top1` is the best head's.
+    `encoder`: as in `run_features`."""
     from byon.eval.linear import GRID_BLRS, probe_grid
+    from byon.export import select_encoder
 
     if blocks < 2:
         raise ByonError(f"the linear grid concatenates the last blocks' CLS tokens; blocks must be >= 2, "
                         f"got {blocks}")
     run_dir = Path(run_dir)
     cfg, method = run = load_run(run_dir)
-    n = min(blocks, len(eval_encoder(method).blocks))
+    n = min(blocks, len(select_encoder(method, encoder=encoder).blocks))
     features = grid_features(n, cls="cls" in feature_types(method))
-    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, blocks=blocks, run=run)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, blocks=blocks, run=run)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, blocks=blocks, run=run,
+                                    encoder=encoder)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, blocks=blocks, run=run,
+                                  encoder=encoder)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; linear evaluation needs a labelled dataset")
     for f in (train_f, test_f):
         f[features[-1]] = torch.cat([f[features[-2]], f["mean"]], dim=1)
     grid = probe_grid(train_f, train_y, test_f, test_y, features, blrs or GRID_BLRS, seed=seed, **kwargs)
     result: dict[str, Any] = {"eval": "linear-grid", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
-                              "subset": subset, "seed": seed, "features": list(features), "last_blocks": n,
+                              "subset": subset, "seed": seed, "encoder": encoder or "default",
+                              "features": list(features), "last_blocks": n,
                               "blrs": list(blrs or GRID_BLRS), "selected_on": "test",
                               "top1": grid["best"]["top1"]} | grid
-    (run_dir / "eval").mkdir(exist_ok=True)
-    write_json(run_dir / "eval" / f"linear-grid-{dataset}.json", result)
+    write_json(_result_path(run_dir, "linear-grid", dataset, encoder), result)
     return result
