@@ -33,6 +33,8 @@ def test_registered_recipe_and_schedule():
     # DDAE's probe t = 11 of 1…T (10 here) is σ ≈ 0.05 in EDM's terms
     assert m.sigma_of_t(torch.tensor([10])).item() == pytest.approx(0.047, abs=2e-3)
     assert m.feature_block == 2 and m.num_layers == 4  # vit-test: 2 encoder + 2 decoder blocks
+    assert m.resolved() == {"feature_block": 2, "feature_t": 10}  # what summary.json and the bench record keep
+    assert make(feature_block=3).resolved()["feature_block"] == 3
 
 
 def test_ddpm_loss_is_the_eps_mse():

@@ -106,6 +106,19 @@ def test_multi_level_sigma_is_uniform_up_to_sqrt2():
     assert s.mean().item() == pytest.approx(math.sqrt(2) / 2, rel=0.02)
 
 
+def test_the_probe_t_is_a_t_the_conditioning_was_trained_at():
+    assert make(fit=False).probe_t == 10.0  # multi-level: appendix A's t = 10 of 1000
+    single = make(fit=False, multi_level=False)
+    trained_t = float(single.timestep(single.sample_sigma(1, torch.Generator().manual_seed(0)))[0])
+    assert single.probe_t == pytest.approx(trained_t) and trained_t == pytest.approx(1000 / math.sqrt(6))
+    assert make(fit=False, multi_level=False, probe_t=25).probe_t == 25  # a given t is kept
+    m = make(multi_level=False).eval()
+    imgs = images()
+    with torch.no_grad():
+        want = m.net.encode(imgs, torch.tensor(trained_t))[:, 1:].mean(dim=1)
+        torch.testing.assert_close(m.features(imgs)["mean"], want)
+
+
 def test_train_steps_reduce_the_loss_on_a_fixed_batch():
     m = make().train()
     losses = assert_trains_every_parameter(m, lambda: {"image": images(8)}, steps=6)
@@ -141,6 +154,9 @@ def test_pca_basis_is_fitted_once_saved_and_carried_through_resume(tmp_path, mon
     torch.testing.assert_close(a.pca.components, ref.components)
     torch.testing.assert_close(a.pca.mean, ref.mean)
     assert (run / "ldae_pca.json").is_file()
+    import json
+
+    assert json.loads((run / "summary.json").read_text())["resolved"] == {"latent_dim": 4, "probe_t": 10.0}
 
     def refit(self, data):
         raise AssertionError("setup_data must not run on resume")

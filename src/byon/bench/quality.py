@@ -195,7 +195,7 @@ def run_method(method: str | None, seed: int, protocol: str, runs: Path, results
               "config": run_cfg, "run_dir": str(run), **_train_time(run, summary),
               "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
               # the training's environment; a summary from before `dirty` was recorded leaves it None (unknown)
-              **{k: summary.get(k) for k in ("commit", "dirty", "hardware", "torch")},
+              **{k: summary.get(k) for k in ("commit", "dirty", "hardware", "torch", "resolved")},
               "command": shlex.join(sys.argv), "metrics": _frozen_metrics(run, p, seed, root), "eval_env": _env()}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(record, indent=2) + "\n")

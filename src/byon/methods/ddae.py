@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -194,6 +195,10 @@ class DDAE(nn.Module):
             self._feature_calls += 1
         out = self.ema.block_outputs(*self.net_input(images, t, g), upto=self.feature_block)[-1]
         return {"cls": out[:, 0], "mean": out[:, 1:].mean(dim=1)}
+
+    def resolved(self) -> dict[str, Any]:
+        """The block and t the frozen evaluations read (feature_block None: the encoder's last)."""
+        return {"feature_block": self.feature_block, "feature_t": self.cfg.feature_t}
 
     def eval_encoder(self) -> ViTEncoder:
         """The EMA network truncated after `feature_block`, at the fixed t = feature_t on clean input, as a

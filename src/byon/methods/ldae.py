@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +54,9 @@ class LDAEConfig:
     sigma_max: float = math.sqrt(2)
     sigma_single: float = math.sqrt(1 / 3)
     residual_weight: float = 0.1  # w_i of the components beyond d
-    probe_t: float = 10.0  # fixed t (of 1000) for the encoder on clean input (appendix A: t = 10)
+    # fixed t (of 1000) for the encoder on clean input. None: 10 (appendix A) with multi-level noise; with a single
+    # level the t it trains at (timestep(sigma_single) ≈ 408) — the conditioning never sees another t there
+    probe_t: float | None = None
     pca_images: int = 10_000  # training images the basis is fitted on (all their patches)
     decoder_depth: int | None = None  # None: the encoder's (symmetric; appendix A: best at equal depths)
     decoder_dim: int | None = None  # None: the encoder width
@@ -97,6 +99,8 @@ class LDAE(nn.Module):
         self.register_buffer("weights", component_weights(P, self.latent_dim, cfg.residual_weight), persistent=False)
         self.net = CondViT(shape, cfg.decoder_depth, cfg.decoder_dim, cfg.decoder_heads)
         self.encoder = self.net.encoder
+        self.probe_t = cfg.probe_t if cfg.probe_t is not None else (
+            10.0 if cfg.multi_level else float(self.timestep(torch.tensor(cfg.sigma_single))))
 
     # --- the data hook: the PCA basis, fitted once before training -------------------------------
     def setup_data(self, data: ImageData) -> None:
@@ -165,12 +169,16 @@ class LDAE(nn.Module):
 
     # --- representation: the encoder half, clean input, fixed small t ------------------------------
     def features(self, images: Tensor) -> dict[str, Tensor]:
-        tokens = self.net.encode(images, torch.tensor(float(self.cfg.probe_t), device=images.device))
+        tokens = self.net.encode(images, torch.tensor(self.probe_t, device=images.device))
         return {"cls": tokens[:, 0], "mean": tokens[:, 1:].mean(dim=1)}
 
     def eval_encoder(self) -> ViTEncoder:
         """A plain timm ViT equal to `features`' encoder at t = probe_t (a fresh copy)."""
-        return self.net.folded_encoder(self.cfg.probe_t)
+        return self.net.folded_encoder(self.probe_t)
+
+    def resolved(self) -> dict[str, Any]:
+        """What the None defaults became: the latent dimension d and the probe t."""
+        return {"latent_dim": self.latent_dim, "probe_t": self.probe_t}
 
     def on_run_end(self, run_dir: str | Path) -> None:
         """ldae_pca.json: the latent dimension and the variance the kept components explain."""
@@ -178,6 +186,7 @@ class LDAE(nn.Module):
 
         explained = self.pca.explained().tolist()
         info = {"latent_dim": self.latent_dim, "patch_dim": self.shape.patch_dim, "noise_space": self.cfg.noise_space,
+                "probe_t": self.probe_t,
                 "explained_variance_kept": explained[self.latent_dim - 1],
                 "eigenvalues": [round(v, 6) for v in self.pca.variance.tolist()]}
         Path(run_dir, "ldae_pca.json").write_text(json.dumps(info, indent=1) + "\n")
