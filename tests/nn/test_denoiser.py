@@ -17,8 +17,9 @@ def make(seed: int = 0, **kw) -> CondViT:
     return net
 
 
-def test_shapes_and_block_count():
-    net = make(decoder_depth=3)
+@pytest.mark.parametrize("split", ["dit", "mae"])
+def test_shapes_and_block_count(split):
+    net = make(decoder_depth=3, split=split)
     x, t = torch.randn(3, 1, 16, 16), torch.tensor([0, 10, 500])
     assert net(x, t).shape == (3, 16, 16)
     assert net.encoder_depth == 2 and net.depth == 5
@@ -29,14 +30,40 @@ def test_shapes_and_block_count():
         net.block_outputs(x, t, upto=6)
 
 
-def test_block_outputs_follow_the_decoder_forward():
-    """block_outputs walks CondDecoder by hand; its last output must give forward's prediction."""
-    net = make()
+@pytest.mark.parametrize("split", ["dit", "mae"])
+def test_block_outputs_follow_the_decoder_forward(split):
+    """block_outputs walks the decoder by hand; its last output must give forward's prediction."""
+    net = make(split=split)
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([3.0, 700.0])
     last = net.block_outputs(x, t)[-1]
-    c = net.decoder.conditioning(t, None, 2)
+    c = net.decoder.conditioning(t, None, 2) if split == "mae" else net.t_embed(t)
     torch.testing.assert_close(net.decoder.pred(net.decoder.norm(last, c))[:, 1:], net(x, t))
     torch.testing.assert_close(net.block_outputs(x, t, upto=2)[-1], net.block_outputs(x, t)[1])
+
+
+def test_dit_split_is_one_stack_under_one_conditioning():
+    """split dit: decoder block 1 reads encoder block 2's raw tokens (no norm, re-embedding or second positional
+    embedding) under the encoder's embedding of t; the encoder's final norm is frozen and off the path."""
+    net = make(split="dit")
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3.0, 700.0])
+    outs = net.block_outputs(x, t)
+    c = net.t_embed(t)
+    torch.testing.assert_close(outs[2], net.decoder.blocks[0](outs[1], c))
+    assert not hasattr(net.decoder, "t_embed") and not hasattr(net.decoder, "pos_embed")
+    assert not any(p.requires_grad for p in net.encoder.norm.parameters())
+    net.train()
+    net(x, t).square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in net.encoder.norm.parameters())
+    fresh = CondViT(SHAPE, split="dit")
+    assert torch.equal(fresh.encoder.norm.weight, torch.ones(32)) and torch.equal(fresh.encoder.norm.bias,
+                                                                                  torch.zeros(32))
+    assert torch.equal(fresh(x, t), torch.zeros(2, 16, 16))  # DiT's zero-initialised final layer
+    with pytest.raises(ByonError, match="encoder's width 32, got decoder_dim 16"):
+        CondViT(SHAPE, decoder_dim=16)
+    assert CondViT(SHAPE, decoder_dim=16, split="mae").decoder.embed.out_features == 16
+    with pytest.raises(ByonError, match="unknown encoder–decoder split 'unet'"):
+        CondViT(SHAPE, split="unet")
 
 
 def test_conditioning_changes_the_output():

@@ -40,7 +40,7 @@ from byon.engine.context import DataInfo, StepContext
 from byon.engine.ema import make_target
 from byon.errors import ByonError, unknown
 from byon.losses import token_mse
-from byon.nn.denoiser import CondViT
+from byon.nn.denoiser import SPLITS, CondViT
 from byon.nn.vit import EncoderShape, ViTEncoder
 
 OBJECTIVES = ("ddpm", "edm")
@@ -62,13 +62,16 @@ class DDAEConfig:
     feature_block: int | None = None  # 1-based block of encoder + decoder; None: the encoder's last (the middle)
     feature_t: int = 10  # DDPM timestep of the probe noise (DDAE's DDPM probe, t = 11 of 1 … T)
     feature_noise: bool = True  # features(): noise the input at feature_t (DDAE's linear probe) | clean input
+    split: str = "dit"  # dit: one DiT whose blocks are counted on across the halves | mae: an MAE-style interface
     decoder_depth: int | None = None  # None: the encoder's (a DiT split in two equal halves)
-    decoder_dim: int | None = None  # None: the encoder width
+    decoder_dim: int | None = None  # None: the encoder width (split mae only)
     decoder_heads: int | None = None  # None: the encoder's
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
             raise unknown("ddae.objective", self.objective, OBJECTIVES)
+        if self.split not in SPLITS:
+            raise unknown("ddae.split", self.split, SPLITS)
         if not 0 <= self.feature_t < self.num_timesteps:
             raise ByonError(f"ddae.feature_t must lie in 0…{self.num_timesteps - 1}, got {self.feature_t}")
         if self.feature_block is not None and self.feature_block < 1:
@@ -92,7 +95,7 @@ class DDAE(nn.Module):
         cfg.validate()
         self.cfg, self.shape, self.info = cfg, shape, info
         self.diffusion = DDPMSchedule(cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
-        self.net = CondViT(shape, cfg.decoder_depth, cfg.decoder_dim, cfg.decoder_heads)
+        self.net = CondViT(shape, cfg.decoder_depth, cfg.decoder_dim, cfg.decoder_heads, cfg.split)
         self.ema = make_target(self.net)
         self.encoder = self.net.encoder
         self.feature_block = cfg.feature_block or self.net.encoder_depth

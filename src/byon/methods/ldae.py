@@ -32,7 +32,7 @@ from byon.corruption.pca import PatchPCA, default_latent_dim
 from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError, unknown
 from byon.losses.pca_weighted import component_weights, pca_weighted_mse
-from byon.nn.denoiser import CondViT
+from byon.nn.denoiser import SPLITS, CondViT
 from byon.nn.vit import EncoderShape, ViTEncoder
 
 if TYPE_CHECKING:
@@ -58,8 +58,9 @@ class LDAEConfig:
     # level the t it trains at (timestep(sigma_single) ≈ 408) — the conditioning never sees another t there
     probe_t: float | None = None
     pca_images: int = 10_000  # training images the basis is fitted on (all their patches)
+    split: str = "dit"  # dit: one DiT, its first blocks the encoder (appendix A) | mae: an MAE-style interface
     decoder_depth: int | None = None  # None: the encoder's (symmetric; appendix A: best at equal depths)
-    decoder_dim: int | None = None  # None: the encoder width
+    decoder_dim: int | None = None  # None: the encoder width (split mae only)
     decoder_heads: int | None = None  # None: the encoder's
 
     def validate(self) -> None:
@@ -67,6 +68,8 @@ class LDAEConfig:
             raise unknown("ldae.noise_space", self.noise_space, NOISE_SPACES)
         if self.prediction not in PREDICTIONS:
             raise unknown("ldae.prediction", self.prediction, PREDICTIONS)
+        if self.split not in SPLITS:
+            raise unknown("ldae.split", self.split, SPLITS)
         if self.latent_dim is not None and self.latent_dim < 1:
             raise ByonError(f"ldae.latent_dim must be ≥ 1 (or none for the default), got {self.latent_dim}")
         if self.sigma_max <= 0 or self.sigma_single < 0:
@@ -97,7 +100,7 @@ class LDAE(nn.Module):
                             f"({shape.patch_size}×{shape.patch_size}×{shape.in_chans}); choose d ≤ {P}")
         self.pca = PatchPCA(P, identity=pixel)
         self.register_buffer("weights", component_weights(P, self.latent_dim, cfg.residual_weight), persistent=False)
-        self.net = CondViT(shape, cfg.decoder_depth, cfg.decoder_dim, cfg.decoder_heads)
+        self.net = CondViT(shape, cfg.decoder_depth, cfg.decoder_dim, cfg.decoder_heads, cfg.split)
         self.encoder = self.net.encoder
         self.probe_t = cfg.probe_t if cfg.probe_t is not None else (
             10.0 if cfg.multi_level else float(self.timestep(torch.tensor(cfg.sigma_single))))

@@ -3,9 +3,17 @@
 encoder: the library's `ViTEncoder` (timm layout: CLS token, fixed sin-cos positions, final LayerNorm) whose
 blocks run as DiT blocks under `nn.cond.BlockModulation` — shift/scale/gate from an embedding of t, zero-
 initialised, kept outside the encoder so its state dict stays timm's (MaskDiT conditions its encoder the same
-way); decoder: `CondDecoder(cond="adaln")` over every token (no masking), ending in an adaLN final norm and a
-zero-initialised Linear(D → p²C) per patch (DiT's init). With decoder_depth = the encoder's depth this is
-l-DAE's symmetric split of a DiT.
+way). The decoder, by `split`:
+  "dit" (default): one DiT. The decoder blocks (`DiTHalf`) continue on the encoder blocks' raw tokens under the
+        same embedding of t, and end in DiT's adaLN final layer and zero-initialised Linear(D → p²C). The
+        encoder/decoder boundary is only where the blocks are counted from: l-DAE's DiT-L is 24 blocks whose
+        first 12 it calls the encoder ("this separation ... is artificial", appendix A), and DDAE probes the
+        blocks of one network. The encoder's final LayerNorm lies off the training path; it is frozen at unit
+        weight and zero bias, the parameter-free norm that `encode` (the probe's encoder output) ends in.
+  "mae": an MAE-style interface. The encoder's final norm, then `CondDecoder(cond="adaln")`, a light decoder
+        with its own Linear(D → Dd) re-embedding, second positional embedding and t-embedder. The decoder can be
+        narrower than the encoder.
+With decoder_depth = the encoder's depth this is l-DAE's symmetric split.
 
 t is whatever the method conditions on: an integer DDPM step, a fractional step, or EDM's c_noise = ln(σ)/4.
 Blocks are counted 1 … encoder depth + decoder depth, shallow to deep (the probe grid's "layer").
@@ -18,10 +26,43 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from byon.errors import ByonError
-from byon.nn.cond import BlockModulation, TimestepEmbedder, fold_modulation, modulated_block, modulated_blocks
+from byon.errors import ByonError, unknown
+from byon.nn.cond import (
+    AdaLNBlock,
+    AdaLNFinal,
+    BlockModulation,
+    TimestepEmbedder,
+    fold_modulation,
+    modulated_block,
+    modulated_blocks,
+    zero_,
+)
 from byon.nn.decoders import CondDecoder
-from byon.nn.vit import EncoderShape, ViTEncoder
+from byon.nn.vit import EncoderShape, ViTEncoder, init_mae_
+
+SPLITS = ("dit", "mae")
+
+
+class DiTHalf(nn.Module):
+    """The blocks of a DiT after the encoder's, and DiT's final layer: forward(x (B, 1 + N, D) the raw tokens of
+    the last encoder block, c (B, D) the embedding of t) → (B, N, P) per patch. adaLN-Zero modulation and the
+    final Linear are zero-initialised (DiT's init), every other Linear xavier-uniform."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, patch_dim: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([AdaLNBlock(dim, num_heads, mlp_ratio) for _ in range(depth)])
+        self.norm = AdaLNFinal(dim)
+        self.pred = nn.Linear(dim, patch_dim)
+        init_mae_(self)
+        for m in self.modules():  # after init_mae_, which re-initialised every Linear
+            if hasattr(m, "adaLN_modulation"):
+                zero_(m.adaLN_modulation[-1])
+        zero_(self.pred)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        for blk in self.blocks:
+            x = blk(x, c)
+        return self.pred(self.norm(x, c))[:, 1:]
 
 
 class CondViT(nn.Module):
@@ -33,17 +74,28 @@ class CondViT(nn.Module):
     """
 
     def __init__(self, shape: EncoderShape, decoder_depth: int | None = None, decoder_dim: int | None = None,
-                 decoder_heads: int | None = None) -> None:
+                 decoder_heads: int | None = None, split: str = "dit") -> None:
         super().__init__()
+        if split not in SPLITS:
+            raise unknown("encoder–decoder split", split, SPLITS)
         D = shape.embed_dim
-        self.shape = shape
+        self.shape, self.split = shape, split
         self.encoder = ViTEncoder(shape)
         self.t_embed = TimestepEmbedder(D)
         self.modulation = BlockModulation(D, shape.depth)
-        self.decoder = CondDecoder(
-            D, shape.num_patches, shape.patch_dim, dim=decoder_dim or D,
-            depth=shape.depth if decoder_depth is None else decoder_depth,
-            num_heads=decoder_heads or shape.num_heads, mlp_ratio=shape.mlp_ratio, cond="adaln", mask_token=False)
+        depth = shape.depth if decoder_depth is None else decoder_depth
+        heads = decoder_heads or shape.num_heads
+        self.decoder: nn.Module
+        if split == "dit":
+            if decoder_dim not in (None, D):
+                raise ByonError(f"a one-stack DiT decoder has the encoder's width {D}, got decoder_dim "
+                                f"{decoder_dim}; drop decoder_dim or use split 'mae' for a narrower decoder")
+            self.decoder = DiTHalf(D, depth, heads, shape.mlp_ratio, shape.patch_dim)
+            self.encoder.norm.requires_grad_(False)  # off the training path: the probe's parameter-free norm
+        else:
+            self.decoder = CondDecoder(
+                D, shape.num_patches, shape.patch_dim, dim=decoder_dim or D, depth=depth, num_heads=heads,
+                mlp_ratio=shape.mlp_ratio, cond="adaln", mask_token=False)
 
     @property
     def encoder_depth(self) -> int:
@@ -67,7 +119,10 @@ class CondViT(nn.Module):
 
     def forward(self, images: Tensor, t: Tensor) -> Tensor:
         t = self._batch_t(t, images.shape[0])
-        return self.decoder(self.encode(images, t), t)
+        if self.split == "mae":
+            return self.decoder(self.encode(images, t), t)
+        c = self.t_embed(t)
+        return self.decoder(modulated_blocks(self.encoder, self.encoder.embed(images), self.modulation(c)), c)
 
     def block_outputs(self, images: Tensor, t: Tensor, upto: int | None = None) -> list[Tensor]:
         """Raw outputs (before any final norm) of blocks 1 … `upto` (default all): (B, 1 + N, D_k) each.
@@ -78,15 +133,20 @@ class CondViT(nn.Module):
         t = self._batch_t(t, images.shape[0])
         outs: list[Tensor] = []
         x = self.encoder.embed(images)
-        for blk, mod in zip(self.encoder.blocks, self.modulation(self.t_embed(t))):
+        c = self.t_embed(t)
+        for blk, mod in zip(self.encoder.blocks, self.modulation(c)):
             x = modulated_block(blk, x, mod)
             outs.append(x)
             if len(outs) == upto:
                 return outs
-        # CondDecoder.forward without masking, block by block (tests check it against forward)
+        # the decoder's forward block by block (tests check it against forward)
         dec = self.decoder
-        h = dec.embed(self.encoder.norm(x)) + dec.pos_embed.to(x.dtype)
-        c = dec.conditioning(t, None, h.shape[0]).to(h.dtype)
+        if self.split == "dit":
+            h = x
+        else:  # CondDecoder.forward without masking
+            h = dec.embed(self.encoder.norm(x)) + dec.pos_embed.to(x.dtype)
+            c = dec.conditioning(t, None, h.shape[0])
+        c = c.to(h.dtype)
         for blk in dec.blocks:
             h = blk(h, c)
             outs.append(h)
@@ -99,7 +159,8 @@ class CondViT(nn.Module):
         """A plain `ViTEncoder` computing the conditioned encoder at the fixed conditioning t on inputs times
         `input_scale`, truncated after `depth` blocks (default all). A truncated copy ends in a fresh
         LayerNorm (unit weight, zero bias) where a timm ViT has its final norm; the full one keeps the
-        trained norm. A fresh copy: later training does not change it."""
+        trained norm (with split "dit", the frozen parameter-free one). A fresh copy: later training does not
+        change it."""
         depth = self.encoder_depth if depth is None else depth
         if not 1 <= depth <= self.encoder_depth:
             raise ByonError(f"a plain encoder can be cut after blocks 1…{self.encoder_depth} (the encoder half); "
@@ -118,4 +179,4 @@ class CondViT(nn.Module):
         return enc.eval()
 
 
-__all__ = ["CondViT"]
+__all__ = ["SPLITS", "CondViT", "DiTHalf"]
