@@ -67,13 +67,19 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if getattr(a, "encoder", None) and a.kind not in frozen_kinds:
         raise ByonError(f"--encoder applies to the frozen evaluations ({', '.join(frozen_kinds)}), not to "
                         f"'{a.kind}'")
+    readout = _readout(a.run, a.set or [])
+    if readout and a.kind == "probe-grid":
+        raise ByonError("--set chooses the read-out of kNN/linear/lowshot/finetune; the probe grid reads every "
+                        "block at every --timesteps, so drop --set")
+    chosen = dict(encoder=a.encoder, readout=readout)  # the frozen evaluations' encoder and read-out
     if a.kind == "finetune":
         from byon.eval.finetune import FinetuneConfig, finetune
 
         fields = ("epochs", "batch_size", "blr", "layer_decay", "weight_decay", "warmup_epochs", "min_lr", "mixup",
                   "cutmix", "smoothing", "drop_path", "randaug", "pool", "subset", "seed", "device")
         res = finetune(a.run, dataset, a.data_root,
-                       FinetuneConfig(**{f: getattr(a, f) for f in fields if getattr(a, f) is not None}))
+                       FinetuneConfig(**{f: getattr(a, f) for f in fields if getattr(a, f) is not None}),
+                       readout=readout)
         line = (f"finetune top-1 on {dataset}: {res['top1']:.2f} ({res['pool']} pool, {res['steps']} steps, "
                 f"RandAugment {res['randaugment']})")
     elif a.kind == "probe-grid":
@@ -86,22 +92,22 @@ def cmd_eval(a: argparse.Namespace) -> int:
                 f"({len(res['layers'])} blocks x {len(res['timesteps'])} timesteps; eval/probe-grid-{dataset}.png)")
     elif a.kind == "lowshot":
         shots = tuple(_ints(a.shots, "--shots"))
-        res = frozen.evaluate_lowshot(a.run, dataset, shots=shots, draws=a.draws, epochs=a.epochs,
-                                      encoder=a.encoder, **where)
+        res = frozen.evaluate_lowshot(a.run, dataset, shots=shots, draws=a.draws, epochs=a.epochs, **chosen,
+                                      **where)
         ft = res["default_feature"]
         line = f"lowshot top-1 on {dataset} ({ft}, {a.draws} draws): " + ", ".join(
             f"{n}-shot {res[str(n)][ft]['mean']:.2f} ± {res[str(n)][ft]['std']:.2f}" for n in shots)
     elif a.kind == "linear" and a.heads == "grid":
         blrs = tuple(_floats(a.lrs, "--lrs")) if a.lrs else None
         res = frozen.evaluate_linear_grid(a.run, dataset, subset=a.subset, blrs=blrs, blocks=a.blocks,
-                                          epochs=a.linear_epochs, encoder=a.encoder, **where)
+                                          epochs=a.linear_epochs, **chosen, **where)
         b = res["best"]
         line = (f"linear grid top-1 on {dataset}: {b['top1']:.2f} (best of {len(res['heads'])} heads: {b['feature']}, "
                 f"blr {b['blr']:g}); per feature: "
                 + ", ".join(f"{ft} {r['top1']:.2f}" for ft, r in res["best_per_feature"].items()))
     else:
         kwargs = {"k": a.k, "temperature": a.temperature} if a.kind == "knn" else {"epochs": a.linear_epochs}
-        res = frozen.evaluate(a.kind, a.run, dataset, subset=a.subset, encoder=a.encoder, **where, **kwargs)
+        res = frozen.evaluate(a.kind, a.run, dataset, subset=a.subset, **chosen, **where, **kwargs)
         line = (f"{a.kind} top-1 on {dataset}: {res['top1']:.2f} ({res['default_feature']}); "
                 + ", ".join(f"{ft} {res[f'top1_{ft}']:.2f}" for ft in res["features"]))
     print(line)
@@ -122,6 +128,26 @@ def _floats(text: str, flag: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ByonError(f"{flag} expects comma-separated numbers (e.g. 0.01,0.1,1), got '{text}'") from None
+
+
+def _readout(run: str, items: list[str]) -> dict[str, Any] | None:
+    """`byon eval --set METHOD.KEY=VALUE ...` → the read-out settings {KEY: VALUE} of the run's method."""
+    if not items:
+        return None
+    from pathlib import Path
+
+    from byon.config import parse_set
+    from byon.engine.run import _config_method
+
+    nested = parse_set(items)
+    method = _config_method(Path(run) / "config.yaml")
+    if method is None:
+        raise ByonError(f"run directory '{run}' has no readable config.yaml; pass the --out of a byon pretrain run")
+    others = sorted(s for s in nested if s != method)
+    if others:
+        raise ByonError(f"eval --set takes read-out settings of the run's method ({method}.KEY=VALUE), got "
+                        f"section '{others[0]}'")
+    return nested.get(method)
 
 
 def _run_dataset(run: str) -> str:
@@ -277,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--data-root")
     ec.add_argument("--seed", type=int, default=0)
     ec.add_argument("--encoder", choices=ENCODERS, help=ENCODER_HELP)
+    ec.add_argument("--set", nargs="*", metavar="METHOD.KEY=VALUE",
+                    help="read-out settings of the run's method, e.g. ddae.feature_block=9 ddae.feature_t=1, "
+                         "ldae.probe_t=50, maskdit.probe_sigma=0.1, ijepa.eval_encoder=context (results go to "
+                         "eval/<kind>-<dataset>-<settings>.json)")
     ec.add_argument("--json", action="store_true", help="also print the result as one JSON object (last line); "
                                                          "it is always written to <run>/eval/<kind>-<dataset>.json")
     ek = esub.add_parser("knn", parents=[ec], help="weighted kNN on frozen features")

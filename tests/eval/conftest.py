@@ -41,3 +41,9 @@ def nocls_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ema_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """BYON after 2 steps: its EMA (target) encoder differs from the online one."""
     return tiny_run(tmp_path_factory.mktemp("eval"), "byon", "synthetic", 2)
+
+
+@pytest.fixture(scope="session")
+def ddae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DDAE after 1 step: read-out settings (feature block and t) to choose at evaluation."""
+    return tiny_run(tmp_path_factory.mktemp("eval"), "ddae", "synthetic", 1)

@@ -152,3 +152,49 @@ def test_encoder_choice_on_a_method_with_one_encoder_is_a_one_line_error(gray_ru
         evaluate("knn", gray_run, "synthetic", encoder="student")
     assert main(["eval", "finetune", "--run", str(gray_run), "--encoder", "ema"]) == 2
     assert "--encoder applies to the frozen evaluations" in capsys.readouterr().err
+
+
+def test_readout_settings_at_evaluation_read_that_block_and_keep_the_default_result(
+        ddae_run: Path, capsys: pytest.CaptureFixture) -> None:
+    from byon.data import load_dataset
+    from byon.engine.run import load_run
+    from byon.eval.features import extract_features
+
+    assert main(["eval", "knn", "--run", str(ddae_run), "--subset", "100", "--json"]) == 0
+    default = last_json(capsys)
+    assert main(["eval", "knn", "--run", str(ddae_run), "--subset", "100", "--set", "ddae.feature_block=1",
+                 "ddae.feature_noise=false", "--json"]) == 0
+    chosen = last_json(capsys)
+    assert default["readout"] == {} and chosen["readout"] == {"feature_block": 1, "feature_noise": False}
+    assert json.loads((ddae_run / "eval" / "knn-synthetic.json").read_text()) == default
+    path = ddae_run / "eval" / "knn-synthetic-feature_block=1,feature_noise=False.json"
+    assert json.loads(path.read_text()) == chosen
+
+    readout = {"feature_block": 1, "feature_noise": False}
+    cfg, method = load_run(ddae_run, readout=readout)
+    assert method.feature_block == 1 and cfg.method_cfg.feature_block == 1
+    feats, _ = run_features(ddae_run, "synthetic", "test", readout=readout)
+    base, _ = run_features(ddae_run, "synthetic", "test")
+
+    def block1_clean(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = method.ema.block_outputs(*method.net_input(x, method._timesteps(10, len(x), x.device), None), upto=1)
+        return {"mean": out[-1][:, 1:].mean(dim=1)}
+
+    info = method.data_info
+    want = extract_features(block1_clean, load_dataset("synthetic", "test").images, info.mean, info.std)
+    torch.testing.assert_close(feats["mean"], want["mean"])
+    assert not torch.allclose(feats["mean"], base["mean"])  # block 2 at t = 10, noised: another feature
+
+
+def test_readout_settings_that_would_change_the_network_are_one_line_errors(
+        ddae_run: Path, gray_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", "knn", "--run", str(ddae_run), "--set", "ddae.decoder_depth=1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "byon: error: ddae.decoder_depth is not a read-out setting of 'ddae' (it would change the trained "
+        "network); settable at evaluation: ddae.feature_block, ddae.feature_t, ddae.feature_noise"]
+    assert main(["eval", "linear", "--run", str(ddae_run), "--set", "optim.blr=1"]) == 2
+    assert "got section 'optim'" in capsys.readouterr().err
+    assert main(["eval", "knn", "--run", str(gray_run), "--set", "mae.mask_ratio=0.5"]) == 2
+    assert "settable at evaluation: none" in capsys.readouterr().err
+    assert main(["eval", "knn", "--run", str(ddae_run), "--set", "ddae.feature_block=99"]) == 2
+    assert "ddae.feature_block 99 does not exist" in capsys.readouterr().err

@@ -143,8 +143,26 @@ def find_checkpoint(run_dir: Path) -> Path:
     raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` wrote")
 
 
-def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig, torch.nn.Module]:
-    """Rebuild a run's method from its checkpoint (weights loaded, eval mode)."""
+def readout_config(config: dict[str, Any], readout: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's config dict with read-out settings changed: `readout` {key: value} of the run's method section,
+    each among the method's `readout` keys — the ones that choose how a trained network is read out (DDAE's
+    feature block and t, l-DAE's probe t, ...), never what was trained. Error on any other key."""
+    if not readout:
+        return config
+    method = config["method"]
+    allowed = tuple(getattr(METHODS.get(method), "readout", ()))
+    for key in readout:
+        if key not in allowed:
+            settable = ", ".join(f"{method}.{k}" for k in allowed) or "none"
+            raise ByonError(f"{method}.{key} is not a read-out setting of '{method}' (it would change the trained "
+                            f"network); settable at evaluation: {settable}")
+    return config | {method: (config.get(method) or {}) | dict(readout)}
+
+
+def load_run(run_dir: str | Path, map_location: str = "cpu", readout: dict[str, Any] | None = None
+             ) -> tuple[RunConfig, torch.nn.Module]:
+    """Rebuild a run's method from its checkpoint (weights loaded, eval mode), with the read-out settings
+    `readout` (`readout_config`) in place of the trained ones."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ByonError(f"run directory '{run_dir}' does not exist; pass the --out of a `byon pretrain` run")
@@ -155,7 +173,7 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig,
     if run_method is not None and run_method != meta["config"]["method"]:
         raise ByonError(f"checkpoint '{ckpt_path}' was trained with method '{meta['config']['method']}' but the "
                         f"run's config.yaml says '{run_method}'; the checkpoint belongs to another run")
-    cfg = build_config(meta["config"])
+    cfg = build_config(readout_config(meta["config"], readout))
     d = meta["data_info"]
     info = DataInfo(name=d["name"], img_size=d["img_size"], in_chans=d["in_chans"], num_classes=d["num_classes"],
                     mean=tuple(d["mean"]), std=tuple(d["std"]))

@@ -142,9 +142,10 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, mean: tuple[float
 
 
 def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None = None,
-             cfg: FinetuneConfig | None = None) -> dict[str, Any]:
+             cfg: FinetuneConfig | None = None, readout: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune the run's eval encoder end to end on `dataset` (default: the run's); writes and returns
-    eval/finetune-<dataset>.json: {"top1", "top5", "history": per-epoch train loss and lr, the settings}."""
+    eval/finetune-<dataset>[-<readout>].json: {"top1", "top5", "history": per-epoch train loss and lr, the
+    settings}. `readout`: read-out settings the run is loaded with (`load_run`; e.g. DDAE's feature block)."""
     from timm.data import Mixup
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
@@ -155,11 +156,12 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
     from byon.engine.context import step_generator
     from byon.engine.run import load_run, pick_device, write_json
     from byon.eval.features import eval_encoder
+    from byon.eval.frozen import result_path
 
     cfg = cfg or FinetuneConfig()
     cfg.validate()
     run_dir = Path(run_dir)
-    run_cfg, method = load_run(run_dir)
+    run_cfg, method = load_run(run_dir, readout=readout)
     info = method.data_info
     dataset = dataset or run_cfg.data.dataset
     device = pick_device(cfg.device)
@@ -243,8 +245,8 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
         "train_loss": history[-1]["train_loss"], "pool": pool, "lr": lr, "steps": step,
         "randaugment": randaug, "train_images": len(train), "test_images": len(test),
         "wall_time_s": round(time.perf_counter() - t0, 2), "device": str(device),
-        "settings": dataclasses.asdict(cfg), "history": history,
+        "readout": readout or {}, "encoder_blocks": len(model.blocks), "settings": dataclasses.asdict(cfg),
+        "history": history,
     }
-    (run_dir / "eval").mkdir(exist_ok=True)
-    write_json(run_dir / "eval" / f"finetune-{dataset}.json", result)
+    write_json(result_path(run_dir, "finetune", dataset, None, readout), result)
     return result

@@ -40,12 +40,14 @@ def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int)
 def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None = None,
                  subset: int | None = None, seed: int = 0, batch_size: int = 512,
                  device: str | None = None, blocks: int = 1, run: tuple[RunConfig, torch.nn.Module] | None = None,
-                 encoder: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+                 encoder: str | None = None, readout: dict[str, Any] | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/; only
     {'mean'} for an encoder without a CLS token (`feature_types`). `run` is the run's `load_run` result when
     the caller has it already (the checkpoint is read once per evaluation, not once per split). `encoder`:
     None for the method's eval features, 'online' or 'ema' for that encoder of a method that keeps both
-    (`export.select_encoder`), cached apart.
+    (`export.select_encoder`); `readout`: the read-out settings the run was loaded with (`load_run`; `run`, when
+    given, must have been loaded with them). Both are cached apart.
 
     blocks > 1 adds f'cls{n}' (N, n·D), n = min(blocks, depth): the CLS tokens of the last n blocks
     (`last_blocks_cls`), cached in a file of its own beside the base one (so existing caches stay valid).
@@ -56,7 +58,7 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
 
     run_dir = Path(run_dir)
     device = pick_device(device)
-    cfg, method = run if run is not None else load_run(run_dir)
+    cfg, method = run if run is not None else load_run(run_dir, readout=readout)
     chosen = select_encoder(method, encoder=encoder)  # before any data is read: a wrong choice fails first
     info = method.data_info
     # the run's resize (imagefolder runs with data.image_size) applies to whatever it is evaluated on
@@ -76,37 +78,51 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
         return cached_features(path, digest, lambda: extract_features(fn, data.images, info.mean, info.std,
                                                                       batch_size=batch_size, device=device))
 
-    feats = cached(feature_fn(method)) if encoder is None else cached(chosen.features, encoder)
+    variant = _variant(encoder, readout)
+    feats = cached(feature_fn(method) if encoder is None else chosen.features, variant)
     feats = {k: v for k, v in feats.items() if k in feature_types(method)}
     if blocks > 1:
         n = min(blocks, len(chosen.blocks))
-        feats = feats | cached(last_blocks_cls(chosen, n), f"cls{n}" + (f"-{encoder}" if encoder else ""))
+        feats = feats | cached(last_blocks_cls(chosen, n), f"cls{n}" + (f"-{variant}" if variant else ""))
     return feats, data.labels
 
 
-def _result_path(run_dir: Path, kind: str, dataset: str, encoder: str | None) -> Path:
-    """<run>/eval/<kind>-<dataset>[-<encoder>].json: a chosen encoder's results do not replace the default's."""
+def _variant(encoder: str | None, readout: dict[str, Any] | None) -> str:
+    """'' for the run's own read-out; else e.g. 'online' or 'feature_block=9,feature_t=1' (file-name safe)."""
+    parts = [encoder] if encoder else []
+    if readout:
+        parts.append(",".join(f"{k}={v}" for k, v in sorted(readout.items())))
+    return "-".join(parts).replace("/", "_")
+
+
+def result_path(run_dir: Path, kind: str, dataset: str, encoder: str | None,
+                 readout: dict[str, Any] | None = None) -> Path:
+    """<run>/eval/<kind>-<dataset>[-<variant>].json: a chosen encoder's or read-out's results do not replace the
+    default's."""
     (run_dir / "eval").mkdir(exist_ok=True)
-    return run_dir / "eval" / f"{kind}-{dataset}{'-' + encoder if encoder else ''}.json"
+    variant = _variant(encoder, readout)
+    return run_dir / "eval" / f"{kind}-{dataset}{'-' + variant if variant else ''}.json"
 
 
 def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
-             seed: int = 0, encoder: str | None = None, **kwargs: Any) -> dict[str, Any]:
+             seed: int = 0, encoder: str | None = None, readout: dict[str, Any] | None = None,
+             **kwargs: Any) -> dict[str, Any]:
     """kind ∈ {knn, linear}: metrics for every feature type the method has (`feature_types`, listed under
-    "features"); `top1` is the method's default feature. `encoder`: as in `run_features`."""
+    "features"); `top1` is the method's default feature. `encoder`, `readout`: as in `run_features`."""
     from byon.eval.knn import knn_classify
     from byon.eval.linear import linear_probe
 
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, run=run, encoder=encoder)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, run=run, encoder=encoder)
+    cfg, method = run = load_run(run_dir, readout=readout)
+    sel = dict(run=run, encoder=encoder, readout=readout)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, **sel)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; kNN and linear evaluation need a labelled dataset")
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": kind, "run": str(run_dir), "method": cfg.method, "dataset": dataset,
-                              "subset": subset, "encoder": encoder or "default", "features": list(types),
-                              "default_feature": default}
+                              "subset": subset, "encoder": encoder or "default", "readout": readout or {},
+                              "features": list(types), "default_feature": default}
     for ft in types:
         if kind == "knn":
             r = knn_classify(train_f[ft], train_y, test_f[ft], test_y, **kwargs)
@@ -117,7 +133,7 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
         result[ft] = r
         result[f"top1_{ft}"] = r["top1"]
     result["top1"] = result[f"top1_{default}"]
-    write_json(_result_path(run_dir, kind, dataset, encoder), result)
+    write_json(result_path(run_dir, kind, dataset, encoder, readout), result)
     return result
 
 
@@ -135,14 +151,14 @@ def lowshot_indices(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor
 
 
 def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] = (10, 100), draws: int = 5,
-                     root: str | None = None, seed: int = 0, epochs: int = 100, encoder: str | None = None
-                     ) -> dict[str, Any]:
+                     root: str | None = None, seed: int = 0, epochs: int = 100, encoder: str | None = None,
+                     readout: dict[str, Any] | None = None) -> dict[str, Any]:
     """Linear probe on n labelled images per class, mean ± std over `draws` seeded draws.
 
     Draw d of a shot count takes `lowshot_indices(train_y, n, seed·1000 + d)` and a probe seeded d, so the
     draws are the same for every run (runs are compared on the same images). Writes and returns
     {str(n): {feature: {"mean", "std", "draws"}}, "top1": {str(n): the default feature's mean}, ...}, one
-    entry per feature the method has (`feature_types`); "std" is over the draws. `encoder`: as in
+    entry per feature the method has (`feature_types`); "std" is over the draws. `encoder`, `readout`: as in
     `run_features`.
     """
     from byon.eval.linear import linear_probe
@@ -152,15 +168,17 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
     if draws < 1 or epochs < 1:
         raise ByonError(f"low-shot needs draws >= 1 and epochs >= 1, got {draws} and {epochs}")
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed, run=run, encoder=encoder)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, run=run, encoder=encoder)
+    cfg, method = run = load_run(run_dir, readout=readout)
+    sel = dict(run=run, encoder=encoder, readout=readout)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed, **sel)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, **sel)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; low-shot evaluation needs a labelled dataset")
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "shots": list(shots), "draws": draws, "epochs": epochs, "seed": seed,
-                              "encoder": encoder or "default", "features": list(types), "default_feature": default}
+                              "encoder": encoder or "default", "readout": readout or {}, "features": list(types),
+                              "default_feature": default}
     for n in shots:
         result[str(n)] = {}
         for ft in types:
@@ -175,7 +193,7 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
             result[str(n)][ft] = {"mean": float(t.mean()), "std": float(t.std()) if draws > 1 else 0.0,
                                   "draws": accs}
     result["top1"] = {str(n): result[str(n)][default]["mean"] for n in shots}
-    write_json(_result_path(run_dir, "lowshot", dataset, encoder), result)
+    write_json(result_path(run_dir, "lowshot", dataset, encoder, readout), result)
     return result
 
 
@@ -188,10 +206,11 @@ def grid_features(blocks: int, cls: bool = True) -> tuple[str, ...]:
 
 def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
                          seed: int = 0, blrs: tuple[float, ...] | None = None, blocks: int = 4,
-                         encoder: str | None = None, **kwargs: Any) -> dict[str, Any]:
+                         encoder: str | None = None, readout: dict[str, Any] | None = None,
+                         **kwargs: Any) -> dict[str, Any]:
     """DINOv2-style linear evaluation: heads for every feature type × base lr trained in one pass over the
     cached features (`probe_grid`); writes eval/linear-grid-<dataset>.json. `top1` is the best head's.
-    `encoder`: as in `run_features`."""
+    `encoder`, `readout`: as in `run_features`."""
     from byon.eval.linear import GRID_BLRS, probe_grid
     from byon.export import select_encoder
 
@@ -199,22 +218,21 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
         raise ByonError(f"the linear grid concatenates the last blocks' CLS tokens; blocks must be >= 2, "
                         f"got {blocks}")
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir)
+    cfg, method = run = load_run(run_dir, readout=readout)
     n = min(blocks, len(select_encoder(method, encoder=encoder).blocks))
     features = grid_features(n, cls="cls" in feature_types(method))
-    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, blocks=blocks, run=run,
-                                    encoder=encoder)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, blocks=blocks, run=run,
-                                  encoder=encoder)
+    sel = dict(run=run, encoder=encoder, readout=readout, blocks=blocks)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
+    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, **sel)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; linear evaluation needs a labelled dataset")
     for f in (train_f, test_f):
         f[features[-1]] = torch.cat([f[features[-2]], f["mean"]], dim=1)
     grid = probe_grid(train_f, train_y, test_f, test_y, features, blrs or GRID_BLRS, seed=seed, **kwargs)
     result: dict[str, Any] = {"eval": "linear-grid", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
-                              "subset": subset, "seed": seed, "encoder": encoder or "default",
+                              "subset": subset, "seed": seed, "encoder": encoder or "default", "readout": readout or {},
                               "features": list(features), "last_blocks": n,
                               "blrs": list(blrs or GRID_BLRS), "selected_on": "test",
                               "top1": grid["best"]["top1"]} | grid
-    write_json(_result_path(run_dir, "linear-grid", dataset, encoder), result)
+    write_json(result_path(run_dir, "linear-grid", dataset, encoder, readout), result)
     return result

@@ -89,6 +89,7 @@ class DDAE(nn.Module):
     # EDM (config/EDM_ddpmpp.yaml): lr 1e-4 per 64 images = 4e-4 · B / 256 — set optim.blr for objective: edm.
     recipe = {"optim": {"blr": 2e-4, "betas": [0.9, 0.999], "weight_decay": 0.0, "grad_clip": 1.0}}
     default_feature = "mean"  # §3.2: global average pooling
+    readout = ("feature_block", "feature_t", "feature_noise")  # settable at evaluation (`byon eval --set`)
 
     def __init__(self, cfg: DDAEConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()

@@ -72,6 +72,7 @@ class IJEPA(nn.Module):
     # (0.6–1 + flip), so the protocol's applies; configs/ijepa/official_crop.yaml has the official one.
     recipe = {"optim": {"blr": 1.25e-4, "betas": [0.9, 0.999], "weight_decay": 0.04, "weight_decay_end": 0.4}}
     default_feature = "mean"
+    readout = ("eval_encoder",)  # settable at evaluation (`byon eval --set`)
     name = "ijepa"
 
     def __init__(self, cfg: IJEPAConfig, shape: EncoderShape, info: DataInfo) -> None:

@@ -87,6 +87,7 @@ class LDAE(nn.Module):
     # epochs, is optim.warmup_epochs = epochs / 4 (2 of 8), an override outside the protocol.
     recipe = {"optim": {"blr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}}
     default_feature = "mean"  # appendix A: the encoder's output, globally average-pooled
+    readout = ("probe_t",)  # settable at evaluation (`byon eval --set`)
 
     def __init__(self, cfg: LDAEConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()

@@ -74,6 +74,7 @@ class MaskDiT(nn.Module):
     # (the engine's warm-up + cosine replaces the constant lr).
     recipe = {"optim": {"blr": 2.5e-5, "betas": [0.9, 0.999], "weight_decay": 0.0}}
     default_feature = "mean"  # MaskDiT's own feature is the mean of the encoder's patch tokens
+    readout = ("probe_sigma",)  # settable at evaluation (`byon eval --set`)
 
     def __init__(self, cfg: MaskDiTConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
