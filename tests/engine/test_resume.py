@@ -118,3 +118,23 @@ def test_resume_whose_checkpoint_callback_state_is_foreign_still_writes_last_ckp
     assert final_state(run)["global_step"] == 9
     assert pretrain("mae", run, "--resume", "auto") == 0
     assert losses(run)[-1][0] == 11
+
+
+def test_resume_auto_falls_back_past_an_unreadable_last_ckpt(straight, tmp_path, caplog, capsys):
+    run = tmp_path / "run"
+    assert pretrain("mae", run, "--max-steps", "6") == 0
+    ckpts = run / "checkpoints"
+    last = ckpts / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a spoilt copy, as a disk error leaves
+    newest = sorted(p.name for p in ckpts.glob("epoch=*.ckpt"))[-1]
+    assert pretrain("mae", run, "--resume", "auto") == 0
+    warned = [r.getMessage() for r in caplog.records if "resuming from the next newest" in r.getMessage()]
+    assert warned and "last.ckpt' cannot be read" in warned[0] and newest in warned[0]
+    assert_same_state(final_state(run), final_state(straight["mae"]))  # no step lost, none repeated wrongly
+    assert losses(run)[-1] == losses(straight["mae"])[-1]
+
+    for p in ckpts.glob("*.ckpt"):  # nothing readable left: a one-line error, not a fresh start over it
+        p.write_bytes(b"not a checkpoint")
+    assert pretrain("mae", run, "--resume", "auto") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("byon: error: --resume auto: none of the ") and "start afresh with another --out" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -23,6 +24,8 @@ from byon.engine.context import DataInfo
 from byon.errors import ByonError
 from byon.methods import METHODS
 from byon.nn.vit import EncoderShape, resolve_shape
+
+log = logging.getLogger(__name__)
 
 
 def git_commit() -> str | None:
@@ -131,15 +134,35 @@ def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, bat
     return counter.get_total_flops() / batch
 
 
-def find_checkpoint(run_dir: Path) -> Path:
-    # `last.ckpt`, or the newest `last-vN.ckpt` that older versions (Lightning's version counter) could leave
+def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, newest first: `last.ckpt` (or the newest `last-vN.ckpt` that older versions,
+    through Lightning's version counter, could leave), then the numbered epoch/step ones by name."""
     ckpts = run_dir / "checkpoints"
-    lasts = sorted(ckpts.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if ckpts.is_dir() else []
-    if lasts:
-        return lasts[-1]
-    others = sorted(ckpts.glob("*.ckpt")) if ckpts.is_dir() else []
-    if others:
-        return others[-1]
+    if not ckpts.is_dir():
+        return []
+    lasts = sorted(ckpts.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return lasts + sorted((p for p in ckpts.glob("*.ckpt") if not p.name.startswith("last")), reverse=True)
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    found = checkpoints_newest_first(run_dir)
+    if found:
+        return found[0]
+    raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` wrote")
+
+
+def read_newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """`--resume auto`: the newest checkpoint that reads, with a warning for each newer one that does not (a
+    disk error or a hand-copied file can spoil one; the writes themselves are atomic)."""
+    found = checkpoints_newest_first(run_dir)
+    for i, path in enumerate(found):
+        try:
+            return path, read_checkpoint(path)
+        except ByonError as e:
+            if i + 1 == len(found):
+                raise ByonError(f"--resume auto: none of the {len(found)} checkpoints in '{run_dir}/checkpoints' "
+                                f"can be read (the oldest: {e}); start afresh with another --out") from None
+            log.warning("%s; resuming from the next newest, '%s'", e, found[i + 1].name)
     raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` wrote")
 
 
@@ -256,15 +279,16 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks:
     info = data_info(data, mean, std)
     method, shape = build_method(cfg, info)
 
-    ckpt_path, resume_step = None, None
-    if resume == "auto":  # the newest checkpoint of the run directory, or a fresh start when it has none
-        has = (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("*.ckpt"))
-        ckpt_path = str(find_checkpoint(out)) if has else None
+    ckpt_path, resume_step, resumed = None, None, None
+    if resume == "auto":  # the newest readable checkpoint of the run directory, or a fresh start when it has none
+        if checkpoints_newest_first(out):
+            path, resumed = read_newest_checkpoint(out)
+            ckpt_path = str(path)
     elif resume:
         ckpt_path = resume
         if not Path(ckpt_path).is_file():
             raise ByonError(f"--resume: checkpoint '{ckpt_path}' not found; give a .ckpt file or 'auto'")
-    resumed = read_checkpoint(ckpt_path) if ckpt_path else None
+        resumed = read_checkpoint(ckpt_path)
     if resumed is not None:
         resume_step = check_compatible(cfg, resumed)
     if hasattr(method, "setup_data"):  # data-fitted buffers (l-DAE's PCA basis): fitted once, then checkpointed
