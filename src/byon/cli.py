@@ -151,8 +151,19 @@ def _readout(run: str, items: list[str]) -> dict[str, Any] | None:
 
 
 def _run_dataset(run: str) -> str:
+    """The run's pretraining dataset: from its config.yaml (the evaluation then reads the checkpoint once), else
+    from its checkpoint."""
+    from pathlib import Path
+
+    from byon.config import load_config
     from byon.engine.run import load_run
 
+    path = Path(run) / "config.yaml"
+    if path.is_file():
+        try:
+            return load_config(path).data.dataset
+        except ByonError:
+            pass  # a config this version cannot read: the checkpoint's own settles it (or says what is wrong)
     cfg, _ = load_run(run)
     return cfg.data.dataset
 

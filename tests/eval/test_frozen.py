@@ -97,7 +97,7 @@ def test_an_encoder_without_a_cls_token_is_evaluated_on_its_mean_only(nocls_run:
     assert m["knn"] == m["knn_mean"] and m["lowshot2"] == m["lowshot2_mean"] and m["protocol"]["features"] == ["mean"]
 
 
-@pytest.mark.parametrize("kind", ["knn", "lowshot", "grid"])
+@pytest.mark.parametrize("kind", ["knn", "lowshot", "grid", "cli"])
 def test_an_evaluation_reads_the_checkpoint_once(gray_run: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     import byon.engine.run as run_mod
 
@@ -109,8 +109,10 @@ def test_an_evaluation_reads_the_checkpoint_once(gray_run: Path, monkeypatch: py
         evaluate("knn", gray_run, "synthetic", subset=100)
     elif kind == "lowshot":
         evaluate_lowshot(gray_run, "synthetic", shots=(2,), draws=1, epochs=1)
-    else:
+    elif kind == "grid":
         evaluate_linear_grid(gray_run, "synthetic", subset=100, blrs=(0.1,), epochs=1)
+    else:  # the dataset comes from the run, as the CLI finds it
+        assert main(["eval", "linear", "--run", str(gray_run), "--subset", "100", "--linear-epochs", "1"]) == 0
     assert len(reads) == 1
 
 
