@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data install clean bench-fmnist-cpu bench-baselines bench-table1 bench-speed-cpu
+.PHONY: demo test lint data install clean bench-fmnist-cpu bench-baselines bench-table1 bench-speed-cpu bench-analysis
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ bench-fmnist-cpu: $(STAMP) data
 BASELINES := simmim,diffmae,maskdit,fnmim,byol,ijepa,njepa,ldae,ddae
 bench-baselines: $(STAMP) data
 	$(VENV)/bin/byon bench quality --protocol fmnist-cpu --methods $(BASELINES) --seeds $(or $(SEEDS),0)
+
+# The analysis figures (attention distance, reconstructions, the JEPAs' context encoder, DDAE's probe grid,
+# alignment/uniformity and samples) of the finished fmnist-cpu seed-0 runs -> benchmarks/analysis/fmnist-cpu/.
+ANALYSIS_METHODS ?= mae byon simmim diffmae maskdit fnmim byol ijepa njepa ldae ddae supervised
+bench-analysis: $(STAMP) data
+	BYON=$(VENV)/bin/byon scripts/bench/analysis-fmnist-cpu.sh $(ANALYSIS_METHODS)
 
 # BYON's Table 1 ablation under the same protocol, tabulated.
 bench-table1: $(STAMP) data

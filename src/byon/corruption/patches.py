@@ -37,3 +37,17 @@ def denorm_pix(pred: Tensor, reference: Tensor, eps: float = 1e-6) -> Tensor:
     """Undo `norm_pix` for display: give norm-pix predictions (B, N, P) the per-patch mean/var of `reference`
     (B, N, P), the patchified input, as MAE's visualisation does."""
     return pred * (reference.var(dim=-1, keepdim=True) + eps) ** 0.5 + reference.mean(dim=-1, keepdim=True)
+
+
+def masked_panels(images: Tensor, pred: Tensor, mask: Tensor, p: int, shown: Tensor | None = None,
+                  pasted: Tensor | None = None) -> dict[str, Tensor]:
+    """The panels of a masked-prediction figure (MAE figure 2), each (B, C, H, W) in the normalised space of
+    `images` (B, C, H, W): input; corrupted — `shown` (B, N, P), the patches as the network saw them (default:
+    the masked ones 0, i.e. the dataset mean, the rest clean); reconstruction — the prediction at `pasted`
+    (B, N) bool (default: `mask`), the clean patches elsewhere; prediction — `pred` (B, N, P) at every patch."""
+    x, C = patchify(images, p), images.shape[1]
+    masked = mask.unsqueeze(-1)
+    shown = x.masked_fill(masked, 0) if shown is None else shown
+    pasted = masked if pasted is None else pasted.unsqueeze(-1)
+    return {"input": images, "corrupted": unpatchify(shown, p, C),
+            "reconstruction": unpatchify(torch.where(pasted, pred, x), p, C), "prediction": unpatchify(pred, p, C)}

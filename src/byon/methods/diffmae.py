@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from byon.corruption.diffusion import SCHEDULES, DDPMSchedule
-from byon.corruption.masking import check_ratio, random_masking
-from byon.corruption.patches import norm_pix, patchify
+from byon.corruption.masking import TokenMask, check_ratio, random_masking
+from byon.corruption.patches import denorm_pix, masked_panels, norm_pix, patchify
 from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError, unknown
 from byon.losses import masked_mse
@@ -73,8 +73,10 @@ class DiffMAE(nn.Module):
             depth=cfg.decoder_depth, num_heads=cfg.decoder_heads or shape.num_heads, mlp_ratio=shape.mlp_ratio,
             attention=cfg.decoder)
 
-    def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
-        images, g = batch["image"], ctx.generator  # (B, C, H, W), dataset-normalised
+    def denoise(self, images: Tensor, g: torch.Generator, t: int | None = None
+                ) -> tuple[Tensor, Tensor, Tensor, TokenMask, Tensor]:
+        """Steps 1–3 on dataset-normalised images (B, C, H, W), at one random t per image (or the given t) →
+        (x̂0 (B, N, P), x0 the target patches, x_t their noised copy (B, N, P), the mask, t (B,))."""
         B = images.shape[0]
 
         # 1. corrupt: mask 75 %; noise the (target-space) patches at one t per image
@@ -82,7 +84,7 @@ class DiffMAE(nn.Module):
         x0 = patchify(images, self.shape.patch_size)  # (B, N, P)
         if self.cfg.norm_pix:
             x0 = norm_pix(x0)
-        t = self.diffusion.sample_t(B, g)
+        t = self.diffusion.sample_t(B, g) if t is None else torch.full((B,), t, device=images.device)
         eps = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
         x_t = self.diffusion.q_sample(x0, t, eps)  # only the masked positions reach the decoder
 
@@ -90,11 +92,27 @@ class DiffMAE(nn.Module):
         latent = self.encoder.forward_encoder(images, ids_keep=m.ids_keep)  # (B, 1 + K, D)
 
         # 3. decode: denoise the masked patches, conditioned on the latents and t
-        pred = self.decoder(latent, x_t, m, t)  # (B, N, P)
+        return self.decoder(latent, x_t, m, t), x0, x_t, m, t  # x̂0: (B, N, P)
+
+    def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        pred, x0, _, m, t = self.denoise(batch["image"], ctx.generator)  # dataset-normalised (B, C, H, W)
 
         # 4-5. predict x0; MSE on the masked patches
         loss = masked_mse(pred, x0, m.mask)
         return {"loss": loss, "recon": loss.detach(), "t_mean": t.float().mean()}
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """For figures, each (B, C, H, W) normalised: input, corrupted (the masked patches noised at t = T/2, the
+        visible ones clean), reconstruction (the one-step x̂0 at the masked patches, the visible ones pasted),
+        prediction (every patch; only the masked ones are predictions). Norm-pix targets get each patch's own
+        mean/var back for display, as MAE's visualisation does."""
+        x = patchify(images, self.shape.patch_size)
+        pred, _, x_t, m, _ = self.denoise(images, generator, t=self.diffusion.num_timesteps // 2)
+        if self.cfg.norm_pix:
+            pred, x_t = denorm_pix(pred, x), denorm_pix(x_t, x)
+        shown = torch.where(m.mask.unsqueeze(-1), x_t, x)
+        return masked_panels(images, pred, m.mask, self.shape.patch_size, shown=shown)
 
     def eval_encoder(self) -> ViTEncoder:
         return self.encoder

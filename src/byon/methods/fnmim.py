@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from byon.corruption.masking import check_ratio, random_masking
-from byon.corruption.patches import patchify, unpatchify
+from byon.corruption.patches import masked_panels, patchify, unpatchify
 from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError, unknown
 from byon.losses import disruption_loss, masked_l1, masked_mse
@@ -104,20 +104,24 @@ class FeatureNoiseMIM(nn.Module):
         sigma = lo + (hi - lo) * torch.rand(B, generator=g, device=device)
         return m.mask, noised, sigma
 
-    def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
-        cfg, g, images = self.cfg, ctx.generator, batch["image"]  # (B, C, H, W), dataset-normalised
-        B, p = images.shape[0], self.shape.patch_size
+    def predict(self, images: Tensor, g: torch.Generator) -> dict[str, Tensor | list[Tensor]]:
+        """Steps 1–3 on dataset-normalised images (B, C, H, W) → {"pred": (B, N, P) every patch's pixels,
+        "masked", "noised": (B, N) bool, "sigma": (B,), "seq": (masked, noised) over the encoder's (B, 1 + N)
+        sequence, "attn": the attention of the blocks after the injection (empty without the disruption loss),
+        "shown": (B, N, P) the patches as the encoder received them (pixel-noised with inject "pixel")}."""
+        cfg, B, p = self.cfg, images.shape[0], self.shape.patch_size
         x = patchify(images, p)  # (B, N, P)
 
         # 1. corrupt: masked / noised / clean tokens; the noise is drawn where it will be injected
         masked, noised, sigma = self.corrupt(B, g, images.device)
         cls_slot = masked.new_zeros(B, 1)  # the token groups over the encoder's sequence (B, 1 + N)
         noised_seq, masked_seq = torch.cat([cls_slot, noised], dim=1), torch.cat([cls_slot, masked], dim=1)
-        hooks = {}
+        hooks, shown = {}, x
         if cfg.inject == "pixel":
             eps = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-            images_in = unpatchify(feature_noise(x, noised, sigma, eps), p, self.shape.in_chans)
-            tokens = self.encoder.embed(images_in, mask=masked, mask_token=self.mask_token)
+            shown = feature_noise(x, noised, sigma, eps)
+            tokens = self.encoder.embed(unpatchify(shown, p, self.shape.in_chans), mask=masked,
+                                        mask_token=self.mask_token)
         else:
             tokens = self.encoder.embed(images, mask=masked, mask_token=self.mask_token)  # (B, 1 + N, D)
             eps = torch.randn(tokens.shape, generator=g, device=x.device, dtype=tokens.dtype)
@@ -130,18 +134,37 @@ class FeatureNoiseMIM(nn.Module):
         read_attn = self.after if cfg.disruption_weight > 0 else []
         out, _, attn = self.encoder.forward_tokens(tokens, hooks=hooks, return_attn=read_attn)
 
-        # 3. predict the pixels of every patch; 4. targets: the clean dataset-normalised pixels
-        pred = self.head(out[:, 1:])  # (B, N, P)
+        # 3. predict the pixels of every patch
+        return {"pred": self.head(out[:, 1:]), "masked": masked, "noised": noised, "sigma": sigma,
+                "seq": [masked_seq, noised_seq], "attn": [attn[i] for i in read_attn], "shown": shown}
 
-        # 5. losses: de-masking + de-noising (separate averages) + disruption
+    def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        cfg, images = self.cfg, batch["image"]  # (B, C, H, W), dataset-normalised
+        o = self.predict(images, ctx.generator)
+        pred, masked, noised = o["pred"], o["masked"], o["noised"]
+
+        # 4. targets: the clean dataset-normalised pixels; 5. losses: de-masking + de-noising (separate
+        # averages) + disruption
+        x = patchify(images, self.shape.patch_size)
         recon = LOSSES[cfg.loss]
         logs = {"demask": recon(pred, x, masked), "denoise": recon(pred, x, noised)}
         loss = logs["demask"] + cfg.noise_weight * logs["denoise"]
-        if read_attn:
-            logs["disruption"] = disruption_loss([attn[i] for i in read_attn], noised_seq, masked_seq)
+        if o["attn"]:
+            masked_seq, noised_seq = o["seq"]
+            logs["disruption"] = disruption_loss(o["attn"], noised_seq, masked_seq)
             loss = loss + cfg.disruption_weight * logs["disruption"]
-        logs["sigma_mean"] = sigma.mean()
+        logs["sigma_mean"] = o["sigma"].mean()
         return {"loss": loss, **{k: v.detach() for k, v in logs.items()}}
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """For figures, each (B, C, H, W) normalised: input, corrupted (masked patches grey; the noised ones
+        carry their noise only with inject "pixel" — feature noise is not visible in pixels), reconstruction
+        (predictions at the masked and noised patches, the clean ones pasted), prediction (every patch)."""
+        o = self.predict(images, generator)
+        shown = o["shown"].masked_fill(o["masked"].unsqueeze(-1), 0)
+        return masked_panels(images, o["pred"], o["masked"], self.shape.patch_size, shown=shown,
+                             pasted=o["masked"] | o["noised"])
 
     def eval_encoder(self) -> ViTEncoder:
         return self.encoder

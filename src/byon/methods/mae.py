@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from byon.corruption.masking import check_ratio, masked_mean, random_masking
-from byon.corruption.patches import denorm_pix, norm_pix, patchify, unpatchify
+from byon.corruption.patches import denorm_pix, masked_panels, norm_pix, patchify
 from byon.engine.context import DataInfo, StepContext
 from byon.nn.decoders import MAEDecoder
 from byon.nn.vit import EncoderShape, ViTEncoder
@@ -77,12 +77,9 @@ class MAE(nn.Module):
         """For figures (MAE figure 2), each (B, C, H, W) in normalised image space: input, corrupted (masked
         patches grey), reconstruction (visible patches pasted + predicted masked ones), prediction (every patch).
         Norm-pix predictions get each patch's own input mean/var back, as MAE's visualisation does."""
-        p, C = self.shape.patch_size, self.shape.in_chans
+        p = self.shape.patch_size
         m = random_masking(images.shape[0], self.shape.num_patches, self.cfg.mask_ratio, generator, images.device)
         pred = self.decoder(self.encoder.forward_encoder(images, ids_keep=m.ids_keep), m.ids_restore)
-        x = patchify(images, p)
         if self.cfg.norm_pix:
-            pred = denorm_pix(pred, x)
-        masked = m.mask.unsqueeze(-1)
-        return {"input": images, "corrupted": unpatchify(x.masked_fill(masked, 0), p, C),
-                "reconstruction": unpatchify(torch.where(masked, pred, x), p, C), "prediction": unpatchify(pred, p, C)}
+            pred = denorm_pix(pred, patchify(images, p))
+        return masked_panels(images, pred, m.mask, p)

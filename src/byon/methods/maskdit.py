@@ -26,14 +26,15 @@ Linear is zero-initialised as in the official code (DiT's init), so F ≡ 0 and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from byon.corruption.diffusion import edm_precondition, edm_sigma, edm_weight
-from byon.corruption.masking import check_ratio, masked_mean, random_masking
-from byon.corruption.patches import norm_pix, patchify, unpatchify
+from byon.corruption.masking import TokenMask, check_ratio, masked_mean, random_masking
+from byon.corruption.patches import masked_panels, norm_pix, patchify, unpatchify
 from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError, unknown
 from byon.losses import masked_mse, token_mse
@@ -98,13 +99,17 @@ class MaskDiT(nn.Module):
         tokens = self.encoder.embed(images, ids_keep=ids_keep)
         return forward_modulated(self.encoder, tokens, self.modulation, self.t_embed(c_noise))
 
-    def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
-        cfg, g, p = self.cfg, ctx.generator, self.shape.patch_size
-        y = patchify(batch["image"], p) * cfg.sigma_data  # (B, N, P) clean data at EDM's scale
+    def denoise(self, images: Tensor, g: torch.Generator, sigma: float | None = None
+                ) -> tuple[Tensor, Tensor, Tensor, TokenMask, Tensor]:
+        """Steps 1–3 on dataset-normalised images (B, C, H, W), at σ ~ exp(N(P_mean, P_std²)) per image (or the
+        given σ) → (D(x) (B, N, P), y the clean and x the noisy patches (B, N, P) at EDM's scale, the mask, σ)."""
+        cfg, p = self.cfg, self.shape.patch_size
+        y = patchify(images, p) * cfg.sigma_data  # (B, N, P) clean data at EDM's scale
         B = y.shape[0]
 
         # 1. corrupt: σ per image, x = y + n; keep half of the tokens
-        sigma = edm_sigma(B, g, cfg.p_mean, cfg.p_std).to(y.dtype)
+        sigma = (edm_sigma(B, g, cfg.p_mean, cfg.p_std) if sigma is None else
+                 torch.full((B,), sigma, device=y.device)).to(y.dtype)
         n = torch.randn(y.shape, generator=g, device=y.device, dtype=y.dtype) * sigma[:, None, None]
         x = y + n
         m = random_masking(B, self.shape.num_patches, cfg.mask_ratio, g, y.device)
@@ -115,17 +120,32 @@ class MaskDiT(nn.Module):
         latent = self.encode(unpatchify(c_in * x, p, self.shape.in_chans), c_noise.flatten(),
                              m.ids_keep if masked else None)
         F_x = self.decoder(latent, c_noise.flatten(), m.ids_restore if masked else None)  # (B, N, P)
-        D_x = c_skip * x + c_out * F_x
+        return c_skip * x + c_out * F_x, y, x, m, sigma
+
+    def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        cfg = self.cfg
+        D_x, y, x, m, sigma = self.denoise(batch["image"], ctx.generator)
+        masked = cfg.mask_ratio > 0
 
         # 4-5. EDM-weighted denoising on the kept tokens + the MAE term on the masked ones
         weight = edm_weight(sigma, cfg.sigma_data)[:, None]  # (B, 1)
-        denoise = masked_mean(weight * token_mse(D_x, y), ~m.mask)
-        logs = {"denoise": denoise, "log_sigma_mean": sigma.log().mean()}
-        loss = denoise
+        loss = masked_mean(weight * token_mse(D_x, y), ~m.mask)
+        logs = {"denoise": loss, "log_sigma_mean": sigma.log().mean()}
         if masked and cfg.mae_weight > 0:
             logs["mae"] = masked_mse(D_x, norm_pix(x if cfg.mae_target == "noisy" else y), m.mask)
             loss = loss + cfg.mae_weight * logs["mae"]
         return {"loss": loss, **{k: v.detach() for k, v in logs.items()}}
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """For figures, each (B, C, H, W) normalised: input, corrupted (the kept tokens noised at σ = exp(P_mean),
+        the median training σ, the masked ones grey), reconstruction = prediction (D(x) at every patch: the
+        kept ones denoised, the masked ones predicted)."""
+        D_x, _, x, m, _ = self.denoise(images, generator, sigma=math.exp(self.cfg.p_mean))
+        s = self.cfg.sigma_data
+        shown = (x / s).masked_fill(m.mask.unsqueeze(-1), 0)
+        return masked_panels(images, D_x / s, m.mask, self.shape.patch_size, shown=shown,
+                             pasted=torch.ones_like(m.mask))
 
     # --- representation: the encoder on clean whole images at σ = probe_sigma ------------------
     def _probe(self, device: torch.device) -> tuple[float, Tensor]:

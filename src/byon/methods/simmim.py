@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from byon.corruption.masking import block_masking, check_ratio
-from byon.corruption.patches import patchify
+from byon.corruption.patches import masked_panels, patchify
 from byon.engine.context import DataInfo, StepContext
 from byon.errors import ByonError
 from byon.losses import masked_l1
@@ -80,6 +80,15 @@ class SimMIM(nn.Module):
 
     def eval_encoder(self) -> ViTEncoder:
         return self.encoder
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """For figures (SimMIM figure 4), each (B, C, H, W) normalised: input, corrupted (masked patches grey),
+        reconstruction (visible patches pasted + predicted masked ones), prediction (every patch)."""
+        mask = block_masking(images.shape[0], self.shape.grid, self.cfg.mask_patch, self.cfg.mask_ratio, generator,
+                             images.device)
+        pred = self.head(self.encoder.forward_encoder(images, mask=mask, mask_token=self.mask_token)[:, 1:])
+        return masked_panels(images, pred, mask, self.shape.patch_size)
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}
