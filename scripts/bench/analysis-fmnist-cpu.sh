@@ -32,9 +32,11 @@ for m in "$@"; do
         $BYON analyze align-uniform --run "$run" --t "$t" --n 512 --out "$OUT/ddae-seed0-align-uniform-t$t.png"
       done
       $BYON sample --run "$run" --n 64 --sampler ddim --steps 50 --seed 0 --out "$OUT/ddae-seed0-samples-ddim50.png"
-      # kNN / linear at the grid's best cell (selected on the test split, as DDAE's grid search is)
-      read -r block t < <(python3 -c "import json; b = json.load(open('$OUT/ddae-seed0-probe-grid.json'))['best']; \
-print(b['layer'], b['t'])")
+      # kNN / linear at the grid's best cell within the encoder half (selected on the test split, as DDAE's grid
+      # search is): the frozen evaluations read a plain ViT, which exists for blocks 1..encoder depth only
+      read -r block t < <(python3 -c "import json; g = json.load(open('$OUT/ddae-seed0-probe-grid.json')); \
+d = json.load(open('$run/summary.json'))['encoder']['depth']; \
+print(*max((v, l, t) for l, row in zip(g['layers'], g['top1']) if l <= d for t, v in zip(g['timesteps'], row))[1:])")
       for kind in knn linear; do
         $BYON eval "$kind" --run "$run" --set "ddae.feature_block=$block" "ddae.feature_t=$t"
         cp "$run/eval/$kind-fashion-mnist-feature_block=$block,feature_t=$t.json" "$OUT/ddae-seed0-grid-best-$kind.json"
