@@ -36,7 +36,8 @@ for m in "$@"; do
       # search is): the frozen evaluations read a plain ViT, which exists for blocks 1..encoder depth only
       read -r block t < <(python3 -c "import json; g = json.load(open('$OUT/ddae-seed0-probe-grid.json')); \
 d = json.load(open('$run/summary.json'))['encoder']['depth']; \
-print(*max((v, l, t) for l, row in zip(g['layers'], g['top1']) if l <= d for t, v in zip(g['timesteps'], row))[1:])")
+cells = [(v, l, t) for l, row in zip(g['layers'], g['top1']) if l <= d for t, v in zip(g['timesteps'], row)]; \
+print(*max(cells, key=lambda c: c[0])[1:])")  # the first best in layer-then-t order, as probe-grid's own best
       for kind in knn linear; do
         $BYON eval "$kind" --run "$run" --set "ddae.feature_block=$block" "ddae.feature_t=$t"
         cp "$run/eval/$kind-fashion-mnist-feature_block=$block,feature_t=$t.json" "$OUT/ddae-seed0-grid-best-$kind.json"
