@@ -160,3 +160,16 @@ def test_the_cli_offers_the_encoders_export_knows():
     from byon import cli, export
 
     assert cli.ENCODERS == export.ENCODERS
+
+
+def test_a_cut_in_the_dit_decoder_half_loads_but_does_not_export(tmp_path, capsys):
+    run = tmp_path / "ddae"
+    assert main(["pretrain", "--method", "ddae", *TINY, "--max-steps", "1", "--set", "ddae.feature_block=3",
+                 "--out", str(run)]) == 0
+    enc = byon.load_encoder(str(run))  # vit-test: blocks 1-2 the encoder half, 3 the decoder's first
+    assert len(enc.blocks) == 3 and enc.blocks[2].mlp.act.approximate == "tanh"
+    out = tmp_path / "ddae.safetensors"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut after block 3, in the DiT's decoder half" in err[0]
+    assert not out.exists() and not out.with_suffix(".json").exists()

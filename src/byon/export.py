@@ -79,6 +79,7 @@ def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, enco
     from safetensors.torch import save_file
 
     from byon.engine.run import load_run
+    from byon.nn.denoiser import has_dit_blocks
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -87,6 +88,10 @@ def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, enco
     cfg, method = load_run(run_dir)
     which = "ema" if ema else encoder
     enc = select_encoder(method, encoder=which)
+    if has_dit_blocks(enc):
+        raise ByonError(f"the run's encoder is cut after block {len(enc.blocks)}, in the DiT's decoder half, whose "
+                        f"blocks use tanh-GELU; a timm VisionTransformer has one activation for all blocks, so it "
+                        f"cannot be exported (evaluate it in byon, or set ddae.feature_block within the encoder half)")
     state = {k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}
     info = method.data_info
     kwargs = timm_kwargs(enc)

@@ -116,7 +116,7 @@ def test_finetune_rejects_bad_settings(gray_run: Path) -> None:
 
 def test_finetune_with_a_readout_setting_tunes_that_truncation(ddae_run: Path) -> None:
     cfg = FinetuneConfig(epochs=1, batch_size=16, subset=32, eval_batch_size=256)
-    res = finetune(ddae_run, cfg=cfg, readout={"feature_block": 1})
-    assert res["readout"] == {"feature_block": 1} and res["encoder_blocks"] == 1  # vit-test's encoder half has 2
-    assert json.loads((ddae_run / "eval" / "finetune-synthetic-feature_block=1.json").read_text()) == res
+    res = finetune(ddae_run, cfg=cfg, readout={"feature_block": 3})  # vit-test: blocks 1-2 the encoder half
+    assert res["readout"] == {"feature_block": 3} and res["encoder_blocks"] == 3  # a cut in the decoder half
+    assert json.loads((ddae_run / "eval" / "finetune-synthetic-feature_block=3.json").read_text()) == res
     assert not (ddae_run / "eval" / "finetune-synthetic.json").exists()  # the default's file is another one

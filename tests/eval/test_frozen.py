@@ -188,6 +188,15 @@ def test_readout_settings_at_evaluation_read_that_block_and_keep_the_default_res
     assert not torch.allclose(feats["mean"], base["mean"])  # block 2 at t = 10, noised: another feature
 
 
+def test_a_readout_block_in_the_decoder_half_is_evaluated(ddae_run: Path, capsys: pytest.CaptureFixture) -> None:
+    readout = {"feature_block": 3}  # vit-test: 2 encoder + 2 decoder blocks
+    assert main(["eval", "linear", "--run", str(ddae_run), "--subset", "100", "--set", "ddae.feature_block=3",
+                 "--json"]) == 0
+    assert last_json(capsys)["readout"] == readout
+    feats, _ = run_features(ddae_run, "synthetic", "test", readout=readout)
+    assert set(feats) == {"cls", "mean"} and feats["mean"].shape[1] == 32
+
+
 def test_readout_settings_that_would_change_the_network_are_one_line_errors(
         ddae_run: Path, gray_run: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["eval", "knn", "--run", str(ddae_run), "--set", "ddae.decoder_depth=1"]) == 2

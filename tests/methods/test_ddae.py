@@ -139,19 +139,26 @@ def test_layer_features_use_fresh_noise_and_the_ema():
         m.layer_features(imgs, torch.full((4,), 1000), g)
 
 
-@pytest.mark.parametrize("objective", ["ddpm", "edm"])
-def test_eval_encoder_is_the_truncated_ema_network_on_clean_input(objective):
-    m = make(objective=objective, feature_block=1, feature_noise=False).eval()
+@pytest.mark.parametrize(("objective", "block"), [("ddpm", 1), ("edm", 1), ("ddpm", 3), ("edm", 4)])
+def test_eval_encoder_is_the_truncated_ema_network_on_clean_input(objective, block):
+    m = make(objective=objective, feature_block=block, feature_noise=False).eval()
+    with torch.no_grad():  # leave adaLN-Zero's identity start, so the decoder blocks' folding is exercised
+        for p in m.ema.parameters():
+            p.add_(0.02 * torch.randn_like(p))
     imgs = images()
     with torch.no_grad():
         feats = m.features(imgs)
         enc = m.eval_encoder()
-        _, inter, _ = enc.forward_tokens(enc.embed(imgs), return_layers=[0], norm=False)
-    assert len(enc.blocks) == 1
-    torch.testing.assert_close(inter[0][:, 1:].mean(1), feats["mean"], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(inter[0][:, 0], feats["cls"], atol=1e-5, rtol=1e-4)
-    with pytest.raises(ByonError, match="decoder half"):
-        make(feature_block=3).eval_encoder()
+        _, inter, _ = enc.forward_tokens(enc.embed(imgs), return_layers=[block - 1], norm=False)
+    assert len(enc.blocks) == block  # blocks 3, 4 lie in vit-test's decoder half (2 + 2 blocks)
+    torch.testing.assert_close(inter[block - 1][:, 1:].mean(1), feats["mean"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(inter[block - 1][:, 0], feats["cls"], atol=1e-5, rtol=1e-4)
+
+
+def test_eval_encoder_of_the_mae_split_stays_in_its_encoder():
+    with pytest.raises(ByonError, match="'mae' split's decoder, which is no plain ViT"):
+        make(split="mae", feature_block=3).eval_encoder()
+    assert len(make(split="mae", feature_block=2).eval_encoder().blocks) == 2
     with pytest.raises(ByonError, match="does not exist"):
         make(feature_block=5)
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from byon.errors import ByonError
-from byon.nn.denoiser import CondViT
+from byon.nn.denoiser import CondViT, has_dit_blocks
 from byon.nn.vit import EncoderShape
 
 SHAPE = EncoderShape(img_size=16, in_chans=1, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
@@ -88,10 +88,30 @@ def test_folded_encoder_equals_the_conditioned_encoder(depth):
         assert torch.equal(enc.norm.weight, torch.ones(32)) and torch.equal(enc.norm.bias, torch.zeros(32))
 
 
-def test_folded_encoder_cannot_reach_into_the_decoder_and_leaves_the_rng_alone():
+@pytest.mark.parametrize("depth", [3, 5])
+def test_folded_encoder_reaches_into_the_dit_decoder_half(depth):
+    net = make(decoder_depth=3)
+    x = torch.randn(2, 1, 16, 16)
+    t, scale = 10.0, 0.7
+    enc = net.folded_encoder(t, depth=depth, input_scale=scale)
+    assert len(enc.blocks) == depth and has_dit_blocks(enc)
+    acts = [b.mlp.act.approximate for b in enc.blocks]
+    assert acts == ["none"] * 2 + ["tanh"] * (depth - 2)  # timm's exact GELU in the encoder half, DiT's after
+    _, inter, _ = enc.forward_tokens(enc.embed(x), return_layers=list(range(depth)), norm=False)
+    ref = net.block_outputs(scale * x, torch.tensor(t), upto=depth)
+    for k in range(depth):
+        torch.testing.assert_close(inter[k], ref[k], atol=1e-5, rtol=1e-4)
+    assert not has_dit_blocks(net.folded_encoder(t, depth=2))
+    assert torch.equal(enc.norm.weight, torch.ones(32)) and torch.equal(enc.norm.bias, torch.zeros(32))
+
+
+def test_folded_encoder_stays_in_the_network_and_leaves_the_rng_alone():
     net = make()
-    with pytest.raises(ByonError, match="encoder half"):
-        net.folded_encoder(10.0, depth=3)
+    with pytest.raises(ByonError, match="blocks 1…4; got 5"):
+        net.folded_encoder(10.0, depth=5)
+    with pytest.raises(ByonError, match="encoder half: the 'mae' split"):
+        make(split="mae").folded_encoder(10.0, depth=3)
     state = torch.random.get_rng_state()
     net.folded_encoder(10.0, depth=1)
+    net.folded_encoder(10.0, depth=3)
     assert torch.equal(state, torch.random.get_rng_state())

@@ -206,10 +206,12 @@ class DDAE(nn.Module):
 
     def eval_encoder(self) -> ViTEncoder:
         """The EMA network truncated after `feature_block`, at the fixed t = feature_t on clean input, as a
-        plain timm ViT (a fresh copy; its final LayerNorm is parameter-free when truncated inside the encoder)."""
-        if self.feature_block > self.net.encoder_depth:
-            raise ByonError(f"ddae.feature_block {self.feature_block} lies in the decoder half; a plain ViT encoder "
-                            f"exists for blocks 1…{self.net.encoder_depth} (set ddae.feature_block within it)")
+        plain timm ViT (a fresh copy; a truncated one ends in a parameter-free LayerNorm). With split "dit" any
+        block can be the cut, decoder-half blocks included (`CondViT.folded_encoder`)."""
+        if self.cfg.split == "mae" and self.feature_block > self.net.encoder_depth:
+            raise ByonError(f"ddae.feature_block {self.feature_block} lies in the 'mae' split's decoder, which is no "
+                            f"plain ViT; its encoder has blocks 1…{self.net.encoder_depth} (set ddae.feature_block "
+                            f"within them, or train with ddae.split=dit)")
         t = torch.tensor([self.cfg.feature_t], device=self.diffusion.sqrt_ab.device)
         if self.cfg.objective == "ddpm":
             cond, scale = float(self.cfg.feature_t), self.cfg.sigma_data * float(self.diffusion.sqrt_ab[t])

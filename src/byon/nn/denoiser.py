@@ -156,15 +156,19 @@ class CondViT(nn.Module):
 
     @torch.no_grad()
     def folded_encoder(self, t: float, depth: int | None = None, input_scale: float = 1.0) -> ViTEncoder:
-        """A plain `ViTEncoder` computing the conditioned encoder at the fixed conditioning t on inputs times
-        `input_scale`, truncated after `depth` blocks (default all). A truncated copy ends in a fresh
-        LayerNorm (unit weight, zero bias) where a timm ViT has its final norm; the full one keeps the
-        trained norm (with split "dit", the frozen parameter-free one). A fresh copy: later training does not
-        change it."""
+        """A plain `ViTEncoder` computing the conditioned network at the fixed conditioning t on inputs times
+        `input_scale`, truncated after `depth` blocks (default: the encoder's). With split "dit" the cut may lie
+        in the decoder half (DDAE's best block often does): those DiT blocks fold into timm `Block`s the same
+        way (adaLN shift/scale into the LayerNorm affine, gates into attn.proj and mlp.fc2) and keep their
+        tanh-approximate GELU (`dit_gelu`). A truncated copy ends in a fresh LayerNorm (unit weight, zero bias)
+        where a timm ViT has its final norm; the full encoder keeps the trained norm (with split "dit", the
+        frozen parameter-free one). A fresh copy: later training does not change it."""
         depth = self.encoder_depth if depth is None else depth
-        if not 1 <= depth <= self.encoder_depth:
-            raise ByonError(f"a plain encoder can be cut after blocks 1…{self.encoder_depth} (the encoder half); "
-                            f"got {depth}")
+        reach = self.depth if self.split == "dit" else self.encoder_depth
+        if not 1 <= depth <= reach:
+            where = ("" if self.split == "dit" else
+                     " (the encoder half: the 'mae' split re-embeds into its decoder, which is no ViT)")
+            raise ByonError(f"a plain encoder can be cut after blocks 1…{reach}{where}; got {depth}")
         device = self.encoder.cls_token.device
         c = self.t_embed(torch.tensor([float(t)], device=device))
         folded = fold_modulation(self.encoder, self.modulation, c, input_scale=input_scale)
@@ -174,9 +178,36 @@ class CondViT(nn.Module):
             enc = ViTEncoder(dataclasses.replace(self.shape, depth=depth)).to(device)
         state = {k: v for k, v in folded.state_dict().items() if not k.startswith(("blocks.", "norm."))
                  or (k.startswith("blocks.") and int(k.split(".")[1]) < depth)}
+        for i, blk in enumerate(self.decoder.blocks[:max(0, depth - self.encoder_depth)]):
+            state |= {f"blocks.{self.encoder_depth + i}.{k}": v for k, v in _fold_dit_block(blk, c).items()}
+            enc.blocks[self.encoder_depth + i].mlp.act = dit_gelu()
         missing, unexpected = enc.load_state_dict(state, strict=False)
         assert not unexpected and all(k.startswith("norm.") for k in missing), (missing, unexpected)
         return enc.eval()
 
 
-__all__ = ["SPLITS", "CondViT", "DiTHalf"]
+def dit_gelu() -> nn.GELU:
+    """The activation of DiT blocks (`AdaLNBlock`): GELU's tanh approximation (timm's exact GELU elsewhere)."""
+    return nn.GELU(approximate="tanh")
+
+
+def _fold_dit_block(blk: AdaLNBlock, c: Tensor) -> dict[str, Tensor]:
+    """A DiT block at fixed conditioning c (1, D) as a timm `Block` state dict: shift/scale become the
+    (otherwise absent) LayerNorm affine, the gates scale the rows of attn.proj and mlp.fc2."""
+    sh1, sc1, g1, sh2, sc2, g2 = blk.adaLN_modulation(c)[0].chunk(6)
+    state = {k: v.clone() for k, v in blk.state_dict().items() if not k.startswith("adaLN_modulation.")}
+    for name, sh, sc in (("norm1", sh1, sc1), ("norm2", sh2, sc2)):
+        state[f"{name}.weight"], state[f"{name}.bias"] = 1 + sc, sh.clone()
+    for name, g in (("attn.proj", g1), ("mlp.fc2", g2)):
+        state[f"{name}.weight"].mul_(g[:, None])
+        state[f"{name}.bias"].mul_(g)
+    return state
+
+
+def has_dit_blocks(encoder: nn.Module) -> bool:
+    """Whether a folded encoder holds DiT blocks (tanh GELU), which a timm `VisionTransformer` — one
+    activation for every block — cannot be built with."""
+    return any(getattr(getattr(b.mlp, "act", None), "approximate", "none") == "tanh" for b in encoder.blocks)
+
+
+__all__ = ["SPLITS", "CondViT", "DiTHalf", "dit_gelu", "has_dit_blocks"]
