@@ -120,14 +120,22 @@ def fold_modulation(encoder: nn.Module, modulation: BlockModulation, c: Tensor, 
     enc = copy.deepcopy(encoder)
     enc.patch_embed.proj.weight.mul_(input_scale)
     for blk, mod in zip(enc.blocks, modulation(c.reshape(1, -1))):
-        sh1, sc1, g1, sh2, sc2, g2 = mod[0].chunk(6)
-        for norm, sh, sc in ((blk.norm1, sh1, sc1), (blk.norm2, sh2, sc2)):
-            norm.bias.mul_(1 + sc).add_(sh)
-            norm.weight.mul_(1 + sc)
-        for lin, g in ((blk.attn.proj, g1), (blk.mlp.fc2, g2)):
-            lin.weight.mul_(g[:, None])
-            lin.bias.mul_(g)
+        fold_block_modulation_(blk, mod[0])
     return enc
+
+
+@torch.no_grad()
+def fold_block_modulation_(block: nn.Module, mod: Tensor) -> None:
+    """Fold one fixed modulation mod (6·D,) = (shift, scale, gate) × (attn, MLP) into a timm `Block` in place,
+    so that its plain forward equals `modulated_block` under mod: shift/scale into the LayerNorm affine
+    ((w·n + b)(1 + sc) + sh), the gates into the rows of attn.proj and mlp.fc2."""
+    sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6)
+    for norm, sh, sc in ((block.norm1, sh1, sc1), (block.norm2, sh2, sc2)):
+        norm.bias.mul_(1 + sc).add_(sh)
+        norm.weight.mul_(1 + sc)
+    for lin, g in ((block.attn.proj, g1), (block.mlp.fc2, g2)):
+        lin.weight.mul_(g[:, None])
+        lin.bias.mul_(g)
 
 
 @torch.no_grad()
@@ -137,5 +145,6 @@ def zero_(layer: nn.Linear) -> None:
         layer.bias.zero_()
 
 
-__all__ = ["AdaLNBlock", "AdaLNFinal", "BlockModulation", "TimestepEmbedder", "fold_modulation", "forward_modulated",
+__all__ = ["AdaLNBlock", "AdaLNFinal", "BlockModulation", "TimestepEmbedder", "fold_block_modulation_",
+           "fold_modulation", "forward_modulated",
            "modulate", "modulated_block", "modulated_blocks", "zero_"]

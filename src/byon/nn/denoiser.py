@@ -32,6 +32,7 @@ from byon.nn.cond import (
     AdaLNFinal,
     BlockModulation,
     TimestepEmbedder,
+    fold_block_modulation_,
     fold_modulation,
     modulated_block,
     modulated_blocks,
@@ -178,30 +179,22 @@ class CondViT(nn.Module):
             enc = ViTEncoder(dataclasses.replace(self.shape, depth=depth)).to(device)
         state = {k: v for k, v in folded.state_dict().items() if not k.startswith(("blocks.", "norm."))
                  or (k.startswith("blocks.") and int(k.split(".")[1]) < depth)}
-        for i, blk in enumerate(self.decoder.blocks[:max(0, depth - self.encoder_depth)]):
-            state |= {f"blocks.{self.encoder_depth + i}.{k}": v for k, v in _fold_dit_block(blk, c).items()}
-            enc.blocks[self.encoder_depth + i].mlp.act = dit_gelu()
+        dit_blocks = list(enumerate(self.decoder.blocks[:max(0, depth - self.encoder_depth)], self.encoder_depth))
+        for j, blk in dit_blocks:  # a DiT block's weights, and the identity affine its LayerNorms lack
+            state |= {f"blocks.{j}.{k}": v for k, v in blk.state_dict().items() if not k.startswith("adaLN_")}
+            state |= {f"blocks.{j}.{n}.{p}": init(c[0]) for n in ("norm1", "norm2")
+                      for p, init in (("weight", torch.ones_like), ("bias", torch.zeros_like))}
         missing, unexpected = enc.load_state_dict(state, strict=False)
         assert not unexpected and all(k.startswith("norm.") for k in missing), (missing, unexpected)
+        for j, blk in dit_blocks:
+            fold_block_modulation_(enc.blocks[j], blk.adaLN_modulation(c)[0])
+            enc.blocks[j].mlp.act = dit_gelu()
         return enc.eval()
 
 
 def dit_gelu() -> nn.GELU:
     """The activation of DiT blocks (`AdaLNBlock`): GELU's tanh approximation (timm's exact GELU elsewhere)."""
     return nn.GELU(approximate="tanh")
-
-
-def _fold_dit_block(blk: AdaLNBlock, c: Tensor) -> dict[str, Tensor]:
-    """A DiT block at fixed conditioning c (1, D) as a timm `Block` state dict: shift/scale become the
-    (otherwise absent) LayerNorm affine, the gates scale the rows of attn.proj and mlp.fc2."""
-    sh1, sc1, g1, sh2, sc2, g2 = blk.adaLN_modulation(c)[0].chunk(6)
-    state = {k: v.clone() for k, v in blk.state_dict().items() if not k.startswith("adaLN_modulation.")}
-    for name, sh, sc in (("norm1", sh1, sc1), ("norm2", sh2, sc2)):
-        state[f"{name}.weight"], state[f"{name}.bias"] = 1 + sc, sh.clone()
-    for name, g in (("attn.proj", g1), ("mlp.fc2", g2)):
-        state[f"{name}.weight"].mul_(g[:, None])
-        state[f"{name}.bias"].mul_(g)
-    return state
 
 
 def has_dit_blocks(encoder: nn.Module) -> bool:
