@@ -1,7 +1,8 @@
 import pytest
 
-from byon.config import load_config, parse_set
+from byon.config import parse_set
 from byon.errors import ByonError
+from byon.methods import load_config
 
 
 def test_defaults_recipe_yaml_and_set_resolve_in_order(tmp_path):

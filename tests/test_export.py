@@ -15,9 +15,9 @@ from timm.models.vision_transformer import VisionTransformer
 
 import byon
 from byon.cli import main
-from byon.engine.run import load_run
 from byon.errors import ByonError
 from byon.export import read_image_folder
+from byon.rundir import load_run
 
 TINY = ["--dataset", "synthetic", "--subset", "64", "--model", "vit-test", "--batch-size", "16", "--no-progress",
         "--epochs", "1"]

@@ -10,8 +10,8 @@ def load_encoder(run_dir: str, ema: bool = False, encoder: str | None = None):
     `VisionTransformer` with `.features(images) -> {"cls": (B, D), "mean": (B, D)}` for normalised
     (B, C, H, W) images. ema=True (or encoder="ema") gives the EMA/target encoder of the methods that keep one
     (BYON, BYOL, I-JEPA, N-JEPA), encoder="online" their online one; by default the method's eval encoder."""
-    from byon.engine.run import load_run
     from byon.export import select_encoder
+    from byon.rundir import load_run
 
     _, method = load_run(run_dir)
     enc = select_encoder(method, ema, encoder)

@@ -40,8 +40,9 @@ def _pretrain_overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
-    from byon.config import load_config, load_yaml
+    from byon.config import load_yaml
     from byon.engine.run import train
+    from byon.methods import load_config
 
     overrides = _pretrain_overrides(a)
     if a.config and "method" not in overrides and "method" not in load_yaml(a.config):
@@ -137,10 +138,10 @@ def _readout(run: str, items: list[str]) -> dict[str, Any] | None:
     from pathlib import Path
 
     from byon.config import parse_set
-    from byon.engine.run import _config_method
+    from byon.rundir import config_method
 
     nested = parse_set(items)
-    method = _config_method(Path(run) / "config.yaml")
+    method = config_method(Path(run) / "config.yaml")
     if method is None:
         raise ByonError(f"run directory '{run}' has no readable config.yaml; pass the --out of a byon pretrain run")
     others = sorted(s for s in nested if s != method)
@@ -155,8 +156,8 @@ def _run_dataset(run: str) -> str:
     from its checkpoint."""
     from pathlib import Path
 
-    from byon.config import load_config
-    from byon.engine.run import load_run
+    from byon.methods import load_config
+    from byon.rundir import load_run
 
     path = Path(run) / "config.yaml"
     if path.is_file():

@@ -219,10 +219,10 @@ def from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
     return obj
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -256,44 +256,35 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ByonError(f"config file '{p}' must hold a mapping (method:, data:, model:, ...)")
     inherit = data.pop("inherit", None)
     if inherit:
-        data = _merge(load_yaml(p.parent / inherit), data)
+        data = merge(load_yaml(p.parent / inherit), data)
     return data
 
 
-def build_config(overrides: dict[str, Any]) -> RunConfig:
-    """Resolve a full RunConfig from a nested override dict (YAML + CLI already merged)."""
-    from byon.methods import METHODS  # late import: methods import config
-
-    overrides = dict(overrides)
-    method = overrides.pop("method", RunConfig.method)
-    if method not in METHODS:
-        from byon.errors import unknown
-
-        raise unknown("method", str(method), METHODS)
-    cls = METHODS[method]
-    merged = _merge(getattr(cls, "recipe", {}) or {}, overrides)
+def resolve(method: str, config_cls: type, recipe: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
+    """A full RunConfig of `method` (its section's dataclass `config_cls`, its `recipe` of default overrides) from a
+    nested override dict (YAML + CLI already merged). `byon.methods.build_config` looks the method up."""
+    merged = merge(recipe, overrides)
     valid = set(SECTIONS) | {method}
     for k in merged:
         if k not in valid:
             raise ByonError(f"unknown config section '{k}'{suggest(k, valid)}; valid sections: "
                             f"method, {', '.join(SECTIONS)}, {method}")
-    cfg = RunConfig(
+    return RunConfig(
         method=method,
         data=from_dict(DataConfig, merged.get("data"), "data"),
         model=from_dict(ModelConfig, merged.get("model"), "model"),
         optim=from_dict(OptimConfig, merged.get("optim"), "optim"),
         train=from_dict(TrainConfig, merged.get("train"), "train"),
-        method_cfg=from_dict(cls.Config, merged.get(method), method),
+        method_cfg=from_dict(config_cls, merged.get(method), method),
     )
-    return cfg
 
 
-def load_config(path: str | Path | None = None, *dicts: dict[str, Any]) -> RunConfig:
-    """YAML file (optional) then each override dict in order."""
+def merge_all(path: str | Path | None, *dicts: dict[str, Any]) -> dict[str, Any]:
+    """The YAML file (optional), then each override dict in order (later wins), merged section by section."""
     merged: dict[str, Any] = load_yaml(path) if path else {}
     for d in dicts:
-        merged = _merge(merged, d)
-    return build_config(merged)
+        merged = merge(merged, d)
+    return merged
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -78,8 +78,8 @@ def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, enco
     (architecture, input normalisation, provenance). Returns both paths."""
     from safetensors.torch import save_file
 
-    from byon.engine.run import load_run
     from byon.nn.denoiser import has_dit_blocks
+    from byon.rundir import load_run
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -156,8 +156,8 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
                  on_bad_file: str = "fail", encoder: str | None = None) -> tuple[Path, Path, int]:
     """Features of every image under `images` → `out` (.npy, float32 (N, D)) and `out` with .txt (one
     relative path per row). feature: 'cls' | 'mean' (default: the method's). Returns (npy, txt, N)."""
-    from byon.engine.run import load_run, pick_device
     from byon.eval.features import extract_features
+    from byon.rundir import load_run, pick_device
 
     out = Path(out)
     if out.suffix != ".npy":

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from byon.engine.run import load_run_for
 from byon.errors import ByonError
+from byon.rundir import load_run_for
 
 
 def sample_run(run_dir: str | Path, n: int = 64, sampler: str | None = None, steps: int = 50, seed: int = 0,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from byon.config import load_config
 from byon.engine.run import train
+from byon.methods import load_config
 
 
 def tiny_run(root: Path, method: str) -> Path:

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from byon.analysis.alignment import align_uniform, alignment, encoder_layer_features, uniformity
 from byon.cli import main
-from byon.engine.run import load_run
 from byon.errors import ByonError
 from byon.methods.mae import MAE
 from byon.nn.vit import ViTEncoder
+from byon.rundir import load_run
 
 
 def test_alignment_by_hand():

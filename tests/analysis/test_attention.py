@@ -12,9 +12,9 @@ from byon.analysis.attention import (
     patch_centres,
 )
 from byon.cli import main
-from byon.engine.run import load_run
 from byon.methods.mae import MAE
 from byon.nn.vit import ViTEncoder
+from byon.rundir import load_run
 
 
 def test_patch_centres_are_row_major_pixel_centres():

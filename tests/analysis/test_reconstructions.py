@@ -5,10 +5,9 @@ import torch
 
 from byon.analysis.reconstructions import reconstructions, supporting_methods
 from byon.cli import main
-from byon.config import load_config
 from byon.corruption.patches import norm_pix, patchify, unpatchify
-from byon.engine.context import DataInfo
-from byon.methods import METHODS
+from byon.data import DataInfo
+from byon.methods import METHODS, load_config
 from byon.methods.mae import MAE
 from byon.nn.vit import resolve_shape
 

@@ -5,9 +5,10 @@ import pytest
 
 from byon.bench import quality
 from byon.bench.quality import PROTOCOLS, bench_quality, bench_sweep, run_name
-from byon.config import load_config, save_config
-from byon.engine.run import git_commit, git_dirty, hardware
+from byon.config import save_config
 from byon.errors import ByonError
+from byon.methods import load_config
+from byon.provenance import git_commit, git_dirty, hardware
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from byon.corruption.multiblock import MultiBlockMaskCollator, block_size, gather_blocks
-from byon.engine.context import step_generator
 from byon.errors import ByonError
+from byon.methods.context import step_generator
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -9,11 +9,11 @@ import torch
 import yaml
 
 import byon
+from byon import rundir as ckpt_mod
 from byon.cli import main
-from byon.engine import checkpoint as ckpt_mod
-from byon.engine.checkpoint import atomic_save, read_checkpoint, remove_stale_temp_files
-from byon.engine.run import git_commit
 from byon.errors import ByonError
+from byon.provenance import git_commit
+from byon.rundir import atomic_save, read_checkpoint, remove_stale_temp_files
 
 TINY = ["--method", "mae", "--dataset", "synthetic", "--subset", "64", "--model", "vit-test", "--batch-size", "16",
         "--no-progress", "--epochs", "1"]

@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from byon.config import load_config
-from byon.engine.context import step_generator
 from byon.engine.module import PretrainModule
 from byon.engine.run import train
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, load_config
+from byon.methods.context import step_generator
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from byon.config import load_config
+from byon.methods import load_config
 from byon.engine.module import PretrainModule
 from byon.engine.run import train
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from byon.config import build_config
 from byon.engine.run import train
-from byon.methods import METHODS
+from byon.methods import METHODS, build_config
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "losses-20step.json"
 # 64 synthetic images, batch 16: 4 steps an epoch, 5 epochs

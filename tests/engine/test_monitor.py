@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from byon.config import load_config
 from byon.engine.monitor import OnlineMonitor, feature_std
-from byon.engine.run import build_method, train
+from byon.engine.run import train
 from byon.errors import ByonError
+from byon.methods import build_method, load_config
 
 # 16 images / batch 16 = 1 step per epoch
 TINY = {"data": {"dataset": "synthetic", "subset": 16}, "model": {"preset": "vit-test"},

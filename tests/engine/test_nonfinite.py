@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from byon.cli import main
-from byon.engine.checkpoint import read_checkpoint
 from byon.methods.byon import BYON
 from byon.methods.mae import MAE
+from byon.rundir import read_checkpoint
 
 TINY = ["--dataset", "synthetic", "--subset", "64", "--model", "vit-test", "--batch-size", "16", "--no-progress",
         "--epochs", "1"]

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from byon.engine.ema import cosine_momentum, ema_update, linear_momentum, make_target
 from byon.engine.optim import cosine_schedule, param_groups, warmup_cosine
 from byon.methods.mae import MAE
+from byon.nn.ema import cosine_momentum, ema_update, linear_momentum, make_target
 
 
 def test_warmup_then_half_cosine():
@@ -23,8 +23,8 @@ def test_weight_decay_cosine_endpoints():
 
 
 def test_no_decay_on_biases_norms_and_tokens():
-    from byon.config import load_config
-    from byon.engine.context import DataInfo
+    from byon.data import DataInfo
+    from byon.methods import load_config
     from byon.nn.vit import resolve_shape
 
     cfg = load_config(None, {"method": "mae", "model": {"preset": "vit-test"}})

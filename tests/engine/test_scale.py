@@ -10,15 +10,14 @@ import warnings
 import pytest
 import torch
 
-from byon.config import load_config
 from byon.data.imagedata import ImageData
-from byon.engine.checkpoint import read_checkpoint
-from byon.engine.context import StepContext, step_generator
 from byon.engine.module import NonFiniteLossError, PretrainModule
-from byon.engine.run import RunLoader, build_method, compile_blocks, train
+from byon.engine.run import RunLoader, compile_blocks, train
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, build_method, load_config
+from byon.methods.context import StepContext, step_generator
 from byon.nn.vit import EncoderShape, ViTEncoder
+from byon.rundir import read_checkpoint
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
@@ -97,7 +96,7 @@ def test_grad_checkpointing_recomputes_the_encoder_blocks_with_identical_gradien
     """`model.grad_checkpointing` through each method's own encoder calls (visible-token subsets, mask
     embeddings): every online-encoder block runs again in backward, fewer activations are kept, and the
     gradients are the same."""
-    from byon.engine.context import DataInfo
+    from byon.data import DataInfo
 
     info = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
     runs = {}
@@ -146,7 +145,7 @@ def test_compile_option_is_validated_and_compiles_blocks_in_place():
     with pytest.raises(ByonError, match="train.compile: expected true or false"):
         config("mae", compile="maybe")
     assert config("mae", compile=True).train.compile is True
-    from byon.engine.context import DataInfo
+    from byon.data import DataInfo
 
     info = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
     method, _ = build_method(config("mae"), info)

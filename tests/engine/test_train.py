@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from byon.cli import main
-from byon.engine.run import load_run
+from byon.rundir import load_run
 
 TINY = ["--dataset", "synthetic", "--subset", "64", "--model", "vit-test", "--batch-size", "16", "--no-progress",
         "--set", "train.log_every_n_steps=1"]

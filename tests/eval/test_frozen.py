@@ -99,7 +99,7 @@ def test_an_encoder_without_a_cls_token_is_evaluated_on_its_mean_only(nocls_run:
 
 @pytest.mark.parametrize("kind", ["knn", "lowshot", "grid", "cli"])
 def test_an_evaluation_reads_the_checkpoint_once(gray_run: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    import byon.engine.run as run_mod
+    import byon.rundir as run_mod
 
     reads: list[str] = []
     real = run_mod.read_checkpoint
@@ -119,8 +119,8 @@ def test_an_evaluation_reads_the_checkpoint_once(gray_run: Path, monkeypatch: py
 def test_encoder_choice_evaluates_that_encoder_and_keeps_the_default_result(ema_run: Path,
                                                                           capsys: pytest.CaptureFixture) -> None:
     from byon.data import load_dataset
-    from byon.engine.run import load_run
     from byon.eval.features import extract_features
+    from byon.rundir import load_run
 
     assert main(["eval", "knn", "--run", str(ema_run), "--subset", "200", "--json"]) == 0
     default = last_json(capsys)
@@ -159,8 +159,8 @@ def test_encoder_choice_on_a_method_with_one_encoder_is_a_one_line_error(gray_ru
 def test_readout_settings_at_evaluation_read_that_block_and_keep_the_default_result(
         ddae_run: Path, capsys: pytest.CaptureFixture) -> None:
     from byon.data import load_dataset
-    from byon.engine.run import load_run
     from byon.eval.features import extract_features
+    from byon.rundir import load_run
 
     assert main(["eval", "knn", "--run", str(ddae_run), "--subset", "100", "--json"]) == 0
     default = last_json(capsys)

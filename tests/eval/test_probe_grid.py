@@ -42,7 +42,7 @@ def test_probe_grid_bad_input(ddae_run, capsys, monkeypatch):
     assert "0…999" in capsys.readouterr().err
     assert main(["eval", "probe-grid", "--run", str(ddae_run), "--layers", "9"]) == 2
     assert "blocks 1…4" in capsys.readouterr().err
-    import byon.engine.run as run_mod
+    import byon.rundir as run_mod
 
     cfg, _ = run_mod.load_run(ddae_run)
     monkeypatch.setattr(run_mod, "load_run", lambda run: (cfg, torch.nn.Identity()))  # a method without the hook

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from byon.config import RunConfig, build_config, load_config
-from byon.engine.context import DataInfo, StepContext
-from byon.engine.run import build_method
+from byon.config import RunConfig
+from byon.data import DataInfo
+from byon.methods import build_config, build_method, load_config
+from byon.methods.context import StepContext
 
 INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
 RGB = DataInfo(name="synthetic", img_size=28, in_chans=3, num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)

@@ -2,11 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from byon.config import load_config
-from byon.engine.ema import ema_update
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, load_config
 from byon.methods.byol import BYOL
+from byon.nn.ema import ema_update
 
 from .common import CONFIGS, RGB, TINY, check_step, make_method, pretrain_knn, rand_batch, step_ctx
 

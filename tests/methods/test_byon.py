@@ -3,12 +3,11 @@ import json
 import pytest
 import torch
 
-from byon.config import load_config
 from byon.corruption.patches import norm_pix
-from byon.engine.ema import ema_update
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, load_config
 from byon.methods.byon import BYON
+from byon.nn.ema import ema_update
 
 from .common import (
     CONFIGS,

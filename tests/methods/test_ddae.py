@@ -1,14 +1,13 @@
 import pytest
 import torch
 
-from byon.config import load_config
 from byon.corruption.diffusion import edm_precondition, edm_weight
 from byon.corruption.patches import patchify
-from byon.engine.context import StepContext
-from byon.engine.ema import ema_update
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, load_config
+from byon.methods.context import StepContext
 from byon.methods.ddae import DDAE
+from byon.nn.ema import ema_update
 
 from .common import make_method, rand_images, step_ctx
 

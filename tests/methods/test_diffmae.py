@@ -4,11 +4,10 @@ import pytest
 import torch
 
 import byon.methods.diffmae as diffmae_mod
-from byon.config import build_config, load_config
 from byon.corruption.masking import token_mask
 from byon.corruption.patches import norm_pix, patchify, unpatchify
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, build_config, load_config
 from byon.methods.diffmae import DiffMAE
 
 from .common import CONFIGS, TINY, assert_trains_every_parameter, make_method, rand_images, step_ctx

@@ -2,12 +2,11 @@ import pytest
 import torch
 
 import byon.methods.fnmim as fnmim_mod
-from byon.config import build_config, load_config
 from byon.corruption.masking import token_mask
 from byon.corruption.patches import patchify
 from byon.errors import ByonError
 from byon.losses import disruption_loss
-from byon.methods import METHODS
+from byon.methods import METHODS, build_config, load_config
 from byon.methods.fnmim import FeatureNoiseMIM
 
 from .common import CONFIGS, assert_trains_every_parameter, make_method, method_from, rand_images, step_ctx

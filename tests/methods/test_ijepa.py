@@ -3,12 +3,11 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from byon.config import load_config
 from byon.corruption.multiblock import MultiBlockMaskCollator, gather_blocks
-from byon.engine.ema import ema_update
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, load_config
 from byon.methods.ijepa import IJEPA
+from byon.nn.ema import ema_update
 
 from .common import CONFIGS, INFO, TINY, check_step, make_method, pretrain_knn, rand_batch, step_ctx
 

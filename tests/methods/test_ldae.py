@@ -4,13 +4,12 @@ import pytest
 import torch
 
 from byon.cli import main
-from byon.config import load_config
 from byon.corruption.patches import patchify
 from byon.data.imagedata import ImageData
-from byon.engine.run import load_run
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, load_config
 from byon.methods.ldae import LDAE
+from byon.rundir import load_run
 
 from .common import assert_trains_every_parameter, make_method, rand_images, step_ctx
 

@@ -4,12 +4,11 @@ import pytest
 import torch
 
 import byon.methods.maskdit as maskdit_mod
-from byon.config import build_config, load_config
 from byon.corruption.diffusion import edm_sigma, edm_weight
 from byon.corruption.masking import token_mask
 from byon.corruption.patches import norm_pix, patchify
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, build_config, load_config
 from byon.methods.maskdit import MaskDiT
 
 from .common import CONFIGS, TINY, assert_trains_every_parameter, make_method, rand_images, step_ctx

@@ -3,9 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from byon.config import load_config
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, load_config
 from byon.methods.ijepa import IJEPA
 from byon.methods.njepa import NJEPA
 

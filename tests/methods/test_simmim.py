@@ -2,11 +2,10 @@ import pytest
 import torch
 
 import byon.methods.simmim as simmim_mod
-from byon.config import build_config, load_config
 from byon.corruption.masking import block_masking
 from byon.corruption.patches import patchify, unpatchify
 from byon.errors import ByonError
-from byon.methods import METHODS
+from byon.methods import METHODS, build_config, load_config
 from byon.methods.simmim import SimMIM
 
 from .common import CONFIGS, TINY, assert_trains_every_parameter, make_method, rand_images, step_ctx

@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
 from byon.errors import ByonError
+from byon.methods.context import StepContext
 from byon.methods.supervised import Supervised
 
 from .common import INFO, assert_trains_every_parameter, make_method

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from byon.engine.context import DataInfo
-from byon.engine.run import load_run_for, write_json
+from byon.data import DataInfo
 from byon.errors import ByonError
+from byon.rundir import load_run_for, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

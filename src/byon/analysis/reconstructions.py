@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from byon.analysis.common import check_rows, imshow_image, load_sample, new_figure, output_paths, save
-from byon.engine.run import methods_with
+from byon.methods import methods_with
 
 REQUIRED = ("input", "corrupted", "reconstruction")
 

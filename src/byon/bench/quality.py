@@ -58,7 +58,7 @@ NON_RESULT_KEYS = frozenset({"train.num_threads", "train.progress", "train.log_e
 
 def _env() -> dict[str, Any]:
     """Where and with what this process runs: commit (+ whether src/ has uncommitted changes), hardware, torch."""
-    from byon.engine.run import git_commit, git_dirty, hardware
+    from byon.provenance import git_commit, git_dirty, hardware
 
     return {"commit": git_commit(), "dirty": git_dirty(), "hardware": hardware(), "torch": str(torch.__version__),
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -89,7 +89,7 @@ def run_name(base: str, extra: list[str] | None) -> str:
 def _run_config(run: Path, cfg: Any) -> dict[str, Any]:
     """The config the run directory was trained with (its config.yaml), after checking that it is `cfg` up to
     `NON_RESULT_KEYS`; `cfg`'s own when the directory has none yet."""
-    from byon.config import load_config
+    from byon.methods import load_config
 
     path = run / "config.yaml"
     if not path.is_file():
@@ -165,8 +165,9 @@ def run_method(method: str | None, seed: int, protocol: str, runs: Path, results
     that exists already must hold a run of the same config (`NON_RESULT_KEYS` aside), else a ByonError.
     The record's commit / hardware / torch are the training run's (its summary.json); the evaluation's are under
     "eval_env". `config`: a YAML file (e.g. an ablation row) applied under the protocol's settings."""
-    from byon.config import load_config, parse_set
+    from byon.config import parse_set
     from byon.engine.run import train
+    from byon.methods import load_config
 
     p = PROTOCOLS[protocol]
     if tag is None and method is None:

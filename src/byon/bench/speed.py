@@ -192,12 +192,14 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
     `profile_steps` more, then (with `evaluate`) time the evaluations on the run's encoder. Returns the record
     (see the module docstring)."""
     from byon.bench.quality import PROTOCOLS, _env
-    from byon.config import load_config, parse_set
+    from byon.config import parse_set
     from byon.data import channel_stats, load_dataset
-    from byon.engine.run import load_run, train
+    from byon.engine.run import train
     from byon.eval.features import extract_features, feature_fn
     from byon.eval.knn import knn_classify
     from byon.eval.linear import linear_probe
+    from byon.methods import load_config
+    from byon.rundir import load_run
 
     p = PROTOCOLS[protocol]
     use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from byon.data.datasets import DATASETS, SPLITS, load_dataset
-from byon.data.imagedata import ImageData, channel_stats
+from byon.data.imagedata import DataInfo, ImageData, channel_stats
 from byon.data.loader import BatchLoader
-from byon.engine.context import DataInfo
 
 
 def data_info(data: ImageData, mean: Sequence[float], std: Sequence[float]) -> DataInfo:

@@ -11,6 +11,18 @@ from torch import Tensor
 from byon.errors import ByonError
 
 
+@dataclass(frozen=True)
+class DataInfo:
+    """What a method needs to know about its data."""
+
+    name: str
+    img_size: int
+    in_chans: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
 @dataclass
 class ImageData:
     """images: uint8 (N, C, H, W); labels: int64 (N,) or None when unlabelled; classes: label names

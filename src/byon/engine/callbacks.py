@@ -7,7 +7,7 @@ from typing import Any
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from byon.engine.checkpoint import atomic_save
+from byon.rundir import atomic_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -12,11 +12,13 @@ import torch
 from torch import Tensor
 
 from byon.config import RunConfig
+from byon.data import DataInfo
 from byon.data.transforms import augment
-from byon.engine.context import DataInfo, StepContext, step_generator
-from byon.engine.ema import ema_update
 from byon.engine.optim import cosine_schedule, param_groups, warmup_cosine
 from byon.errors import ByonError
+from byon.methods.context import StepContext, step_generator
+from byon.nn.ema import ema_update
+from byon.provenance import run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +315,6 @@ class PretrainModule(L.LightningModule):
         self._t_last, self._images_since = time.perf_counter(), 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from byon.engine.run import run_metadata
-
         checkpoint["byon"] = run_metadata(self.cfg, self.info)
         self._check_guard(stop=False)
         checkpoint["byon"]["skipped_steps"] = self.skipped_steps

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from byon.config import RunConfig
-from byon.engine.context import DataInfo
+from byon.data import DataInfo
 from byon.errors import ByonError
 
 SUBSET_SEED = 0  # the same monitor images for every run and seed, so their curves compare

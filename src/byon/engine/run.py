@@ -1,74 +1,43 @@
-"""Run directories: train a method into one, and load a trained method back out of one."""
+"""`train`: pretrain a method into a run directory (`byon.rundir` reads one back)."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
-import platform
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.flop_counter import FlopCounterMode
 
-import byon
-from byon.config import RunConfig, build_config, save_config
+from byon.config import RunConfig, save_config
+from byon.data import DataInfo, channel_stats, data_info, load_dataset
 from byon.data.loader import BatchLoader
-from byon.engine.checkpoint import read_checkpoint, remove_stale_temp_files
-from byon.engine.context import DataInfo
+from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
+from byon.engine.logging import ResumableCSVLogger
+from byon.engine.module import PretrainModule
+from byon.engine.monitor import online_monitor
 from byon.errors import ByonError
-from byon.methods import METHODS
-from byon.nn.vit import EncoderShape, resolve_shape
+from byon.methods import build_method
+from byon.methods.context import StepContext, step_generator
+from byon.provenance import git_dirty, hardware, run_metadata
+from byon.rundir import (
+    checkpoints_newest_first,
+    read_checkpoint,
+    read_newest_checkpoint,
+    remove_stale_temp_files,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def git_dirty() -> bool | None:
-    """Whether tracked files under src/ differ from `git_commit()` (uncommitted changes); None outside a git
-    checkout."""
-    try:
-        # --no-optional-locks: no index refresh, so no index.lock in the way of a concurrent git command
-        out = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--",
-                              ":/src"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        return bool(out.stdout.strip()) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-
-
-def run_metadata(cfg: RunConfig, info: DataInfo) -> dict[str, Any]:
-    return {"config": cfg.to_dict(), "data_info": info.__dict__ | {"mean": list(info.mean), "std": list(info.std)},
-            "version": byon.__version__, "commit": git_commit(), "torch": str(torch.__version__)}
-
-
-def build_method(cfg: RunConfig, info: DataInfo) -> tuple[torch.nn.Module, EncoderShape]:
-    shape = resolve_shape(cfg.model, info.img_size, info.in_chans)
-    method = METHODS[cfg.method](cfg.method_cfg, shape, info)
-    if cfg.model.grad_checkpointing:
-        for m in method.modules():
-            if hasattr(m, "set_grad_checkpointing") and m is not method:
-                m.set_grad_checkpointing(True)
-    return method, shape
 
 
 def compile_blocks(method: torch.nn.Module) -> int:
@@ -119,10 +88,6 @@ class RunLoader(BatchLoader):
 
 def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, batch: int = 4) -> float:
     """Training FLOPs (forward + backward) per image, counted by torch.utils.flop_counter on one step."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from byon.engine.context import StepContext, step_generator
-
     raw = torch.randint(0, 256, (batch, info.in_chans, info.img_size, info.img_size), dtype=torch.uint8)
     images = (raw.float() / 255 - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
     ctx = StepContext(generator=step_generator(0, 0, 0), step=0, progress=0.0, total_steps=1)
@@ -134,140 +99,9 @@ def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, bat
     return counter.get_total_flops() / batch
 
 
-def checkpoints_newest_first(run_dir: Path) -> list[Path]:
-    """The run's checkpoints, newest first: `last.ckpt` (or the newest `last-vN.ckpt` that older versions,
-    through Lightning's version counter, could leave), then the numbered epoch/step ones by name."""
-    ckpts = run_dir / "checkpoints"
-    if not ckpts.is_dir():
-        return []
-    lasts = sorted(ckpts.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return lasts + sorted((p for p in ckpts.glob("*.ckpt") if not p.name.startswith("last")), reverse=True)
-
-
-def find_checkpoint(run_dir: Path) -> Path:
-    found = checkpoints_newest_first(run_dir)
-    if found:
-        return found[0]
-    raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` wrote")
-
-
-def read_newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """`--resume auto`: the newest checkpoint that reads, with a warning for each newer one that does not (a
-    disk error or a hand-copied file can spoil one; the writes themselves are atomic)."""
-    found = checkpoints_newest_first(run_dir)
-    for i, path in enumerate(found):
-        try:
-            return path, read_checkpoint(path)
-        except ByonError as e:
-            if i + 1 == len(found):
-                raise ByonError(f"--resume auto: none of the {len(found)} checkpoints in '{run_dir}/checkpoints' "
-                                f"can be read (the oldest: {e}); start afresh with another --out") from None
-            log.warning("%s; resuming from the next newest, '%s'", e, found[i + 1].name)
-    raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` wrote")
-
-
-def readout_config(config: dict[str, Any], readout: dict[str, Any] | None) -> dict[str, Any]:
-    """A run's config dict with read-out settings changed: `readout` {key: value} of the run's method section,
-    each among the method's `readout` keys — the ones that choose how a trained network is read out (DDAE's
-    feature block and t, l-DAE's probe t, ...), never what was trained. Error on any other key."""
-    if not readout:
-        return config
-    method = config["method"]
-    allowed = tuple(getattr(METHODS.get(method), "readout", ()))
-    for key in readout:
-        if key not in allowed:
-            settable = ", ".join(f"{method}.{k}" for k in allowed) or "none"
-            raise ByonError(f"{method}.{key} is not a read-out setting of '{method}' (it would change the trained "
-                            f"network); settable at evaluation: {settable}")
-    return config | {method: (config.get(method) or {}) | dict(readout)}
-
-
-def load_run(run_dir: str | Path, map_location: str = "cpu", readout: dict[str, Any] | None = None
-             ) -> tuple[RunConfig, torch.nn.Module]:
-    """Rebuild a run's method from its checkpoint (weights loaded, eval mode), with the read-out settings
-    `readout` (`readout_config`) in place of the trained ones."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ByonError(f"run directory '{run_dir}' does not exist; pass the --out of a `byon pretrain` run")
-    ckpt_path = find_checkpoint(run_dir)
-    ckpt = read_checkpoint(ckpt_path, map_location)
-    meta = ckpt["byon"]
-    run_method = _config_method(run_dir / "config.yaml")
-    if run_method is not None and run_method != meta["config"]["method"]:
-        raise ByonError(f"checkpoint '{ckpt_path}' was trained with method '{meta['config']['method']}' but the "
-                        f"run's config.yaml says '{run_method}'; the checkpoint belongs to another run")
-    cfg = build_config(readout_config(meta["config"], readout))
-    d = meta["data_info"]
-    info = DataInfo(name=d["name"], img_size=d["img_size"], in_chans=d["in_chans"], num_classes=d["num_classes"],
-                    mean=tuple(d["mean"]), std=tuple(d["std"]))
-    method, _ = build_method(cfg, info)
-    state = {k.removeprefix("method."): v for k, v in ckpt["state_dict"].items() if k.startswith("method.")}
-    try:
-        method.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else type(e).__name__
-        raise ByonError(f"checkpoint '{ckpt_path}' does not hold the weights of a '{cfg.method}' model ({first}); "
-                        f"it belongs to another method or library version") from None
-    method.eval()
-    method.data_info = info
-    return cfg, method
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """`device`, else cuda where there is one, else cpu."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def methods_with(hook: str) -> list[str]:
-    """The registered methods whose class defines the method hook `hook` (e.g. 'reconstruct'), sorted."""
-    return sorted(name for name, cls in METHODS.items() if hasattr(cls, hook))
-
-
-def load_run_for(run_dir: str | Path, hook: str | None, purpose: str,
-                 device: str | None = None) -> tuple[RunConfig, torch.nn.Module, torch.device]:
-    """`load_run` for a command that needs the method hook `hook` (None: any method will do): the config, the
-    method in eval mode on `device` (`pick_device`) and that device. A method without the hook is a ByonError
-    naming `purpose` (what needs the hook, e.g. 'sampling images') and the registered methods that have it."""
-    cfg, method = load_run(run_dir)
-    if hook is not None and not hasattr(method, hook):
-        names = methods_with(hook)
-        fix = f"use a run of {', '.join(names)}" if names else "no registered method has one"
-        raise ByonError(f"method '{cfg.method}' has no '{hook}' hook (needed for {purpose}); {fix}")
-    dev = pick_device(device)
-    return cfg, method.to(dev).eval(), dev
-
-
-def _config_method(path: Path) -> str | None:
-    """The `method:` of a run's config.yaml, or None when there is none to read."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return data.get("method") if isinstance(data, dict) else None
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
 def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks: tuple = ()) -> Path:
     """Pretrain `cfg.method` into run directory `out`; returns it. `callbacks`: extra Lightning callbacks
     (e.g. the speed benchmark's step timer)."""
-    import lightning as L
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from lightning.pytorch.utilities import rank_zero_info
-
-    from byon.data import channel_stats, data_info, load_dataset
-    from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
-    from byon.engine.logging import ResumableCSVLogger
-    from byon.engine.module import PretrainModule
-    from byon.engine.monitor import online_monitor
-
     out = Path(out)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)

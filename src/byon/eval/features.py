@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from byon.engine.checkpoint import atomic_save
 from byon.errors import ByonError
+from byon.rundir import atomic_save
 
 FeatureFn = Callable[[Tensor], dict[str, Tensor]]
 

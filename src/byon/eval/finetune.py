@@ -153,10 +153,10 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
 
     from byon.data import BatchLoader, load_dataset
     from byon.data.transforms import augment
-    from byon.engine.context import step_generator
-    from byon.engine.run import load_run, pick_device, write_json
     from byon.eval.features import eval_encoder
     from byon.eval.frozen import result_path
+    from byon.methods.context import step_generator
+    from byon.rundir import load_run, pick_device, write_json
 
     cfg = cfg or FinetuneConfig()
     cfg.validate()

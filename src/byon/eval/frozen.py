@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from byon.config import RunConfig
-from byon.engine.run import find_checkpoint, load_run, pick_device, write_json
 from byon.errors import ByonError
+from byon.rundir import find_checkpoint, load_run, pick_device, write_json
 
 FEATURE_TYPES = ("cls", "mean")
 

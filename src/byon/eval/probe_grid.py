@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from byon.engine.run import load_run_for, write_json
 from byon.errors import ByonError
+from byon.rundir import load_run_for, write_json
 
 DEFAULT_TIMESTEPS = (1, 10, 25, 50, 100, 200)
 

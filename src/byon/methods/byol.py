@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from byon.data import DataInfo
 from byon.data.transforms import color_jitter, gaussian_blur, hflip, random_grayscale, random_resized_crop, solarize
-from byon.engine.context import DataInfo, StepContext
-from byon.engine.ema import cosine_momentum, make_target
 from byon.errors import ByonError
 from byon.losses import bootstrap_cosine
+from byon.methods.context import StepContext
+from byon.nn.ema import cosine_momentum, make_target
 from byon.nn.heads import MLPHead
 from byon.nn.vit import EncoderShape, ViTEncoder
 

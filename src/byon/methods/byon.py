@@ -21,11 +21,12 @@ from byon.corruption.diffusion import SCHEDULES, DDPMSchedule
 from byon.corruption.masking import TokenMask, check_ratio, random_masking
 from byon.corruption.patches import denorm_pix, norm_pix, patchify, unpatchify
 from byon.corruption.saliency import SALIENCY_SCALES, IANOutput, ian, token_saliency
-from byon.engine.context import DataInfo, StepContext
-from byon.engine.ema import cosine_momentum, make_target
+from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import SUE_SIGNS, bootstrap_cosine, masked_mse, sue_weight
+from byon.methods.context import StepContext
 from byon.nn.decoders import CONDITIONINGS, CondDecoder
+from byon.nn.ema import cosine_momentum, make_target
 from byon.nn.heads import MLPHead
 from byon.nn.vit import EncoderShape, ViTEncoder
 

@@ -36,11 +36,12 @@ from torch import Tensor, nn
 from byon.corruption.diffusion import DDPMSchedule, edm_precondition, edm_sigma, edm_weight
 from byon.corruption.patches import patchify, unpatchify
 from byon.corruption.samplers import ddim_sample, heun_sample
-from byon.engine.context import DataInfo, StepContext
-from byon.engine.ema import make_target
+from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import token_mse
+from byon.methods.context import StepContext
 from byon.nn.denoiser import SPLITS, CondViT
+from byon.nn.ema import make_target
 from byon.nn.vit import EncoderShape, ViTEncoder
 
 OBJECTIVES = ("ddpm", "edm")

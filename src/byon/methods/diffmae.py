@@ -26,9 +26,10 @@ from torch import Tensor, nn
 from byon.corruption.diffusion import SCHEDULES, DDPMSchedule
 from byon.corruption.masking import TokenMask, check_ratio, random_masking
 from byon.corruption.patches import denorm_pix, masked_panels, norm_pix, patchify
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import masked_mse
+from byon.methods.context import StepContext
 from byon.nn.decoders import DIFFUSION_ATTENTION, DiffusionDecoder
 from byon.nn.vit import EncoderShape, ViTEncoder
 

@@ -29,9 +29,10 @@ from torch import Tensor, nn
 
 from byon.corruption.masking import check_ratio, random_masking
 from byon.corruption.patches import masked_panels, patchify, unpatchify
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import disruption_loss, masked_l1, masked_mse
+from byon.methods.context import StepContext
 from byon.nn.vit import EncoderShape, ViTEncoder
 
 LOSSES = {"l1": masked_l1, "mse": masked_mse}

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from byon.corruption.multiblock import TRUNCATIONS, MultiBlockMaskCollator, MultiBlockMasks, gather_blocks
-from byon.engine.context import DataInfo, StepContext
-from byon.engine.ema import linear_momentum, make_target
+from byon.data import DataInfo
 from byon.errors import ByonError, unknown
+from byon.methods.context import StepContext
+from byon.nn.ema import linear_momentum, make_target
 from byon.nn.predictor import JEPAPredictor
 from byon.nn.vit import EncoderShape, ViTEncoder
 

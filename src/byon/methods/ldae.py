@@ -29,9 +29,10 @@ from torch import Tensor, nn
 
 from byon.corruption.patches import patchify, unpatchify
 from byon.corruption.pca import PatchPCA, default_latent_dim
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses.pca_weighted import component_weights, pca_weighted_mse
+from byon.methods.context import StepContext
 from byon.nn.denoiser import SPLITS, CondViT
 from byon.nn.vit import EncoderShape, ViTEncoder
 

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from byon.corruption.masking import check_ratio, masked_mean, random_masking
 from byon.corruption.patches import denorm_pix, masked_panels, norm_pix, patchify
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
+from byon.methods.context import StepContext
 from byon.nn.decoders import MAEDecoder
 from byon.nn.vit import EncoderShape, ViTEncoder
 

@@ -35,9 +35,10 @@ from torch import Tensor, nn
 from byon.corruption.diffusion import edm_precondition, edm_sigma, edm_weight
 from byon.corruption.masking import TokenMask, check_ratio, masked_mean, random_masking
 from byon.corruption.patches import masked_panels, norm_pix, patchify, unpatchify
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import masked_mse, token_mse
+from byon.methods.context import StepContext
 from byon.nn.cond import BlockModulation, TimestepEmbedder, fold_modulation, forward_modulated
 from byon.nn.decoders import CondDecoder
 from byon.nn.vit import EncoderShape, ViTEncoder

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from byon.corruption.diffusion import edm_sigma
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
 from byon.errors import ByonError, unknown
+from byon.methods.context import StepContext
 from byon.methods.ijepa import IJEPA, IJEPAConfig
 from byon.nn.vit import EncoderShape
 

@@ -25,9 +25,10 @@ from torch import Tensor, nn
 
 from byon.corruption.masking import block_masking, check_ratio
 from byon.corruption.patches import masked_panels, patchify
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
 from byon.errors import ByonError
 from byon.losses import masked_l1
+from byon.methods.context import StepContext
 from byon.nn.vit import EncoderShape, ViTEncoder
 
 

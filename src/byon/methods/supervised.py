@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from byon.engine.context import DataInfo, StepContext
+from byon.data import DataInfo
 from byon.errors import ByonError
+from byon.methods.context import StepContext
 from byon.nn.vit import EncoderShape, ViTEncoder
 
 

@@ -26,15 +26,3 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device | str =
     # Large odd multipliers keep (seed, step, rank) triples from colliding.
     g.manual_seed((seed * 1_000_003 + step * 7_919 + rank * 104_729 + 12_345) % (2**63 - 1))
     return g
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a method needs to know about its data."""
-
-    name: str
-    img_size: int
-    in_chans: int
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
