@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import pickle
 import shutil
@@ -166,6 +167,25 @@ def test_unknown_on_bad_file_value(tmp_path, capsys):
     (["--set", "trian.epochs=3"], "unknown config section 'trian' (did you mean 'train'?); valid sections: method, "
                                   "data, model, optim, train, mae"),
     (["--set", "train.max_bad_steps=0"], "train.max_bad_steps must be at least 1, got 0"),
+    (["--epochs", "-1"], "train.epochs must be at least 0, got -1; 0 trains nothing (the untrained reference run)"),
+    (["--max-steps", "-1"], "train.max_steps must be at least 1, got -1; or none for no step limit"),
+    (["--batch-size", "0"], "train.batch_size must be at least 1, got 0"),
+    (["--seed", "-3"], "train.seed must be in [0, 4294967295], got -3"),
+    (["--set", "data.crop_scale=[2,1]"], "data.crop_scale[0] must be in (0, 1], got 2; the crop keeps this fraction"),
+    (["--set", "data.crop_scale=[0.8,0.5]"], "data.crop_scale[1] must be in [0.8, 1], got 0.5"),
+    (["--set", "data.crop_ratio=[0,1]"], "data.crop_ratio[0] must be above 0, got 0"),
+    (["--set", "optim.lr=nan"], "optim.lr: expected a finite number, got 'nan'"),
+    (["--set", "optim.lr=.inf"], "optim.lr: expected a finite number, got inf"),
+    (["--set", "optim.lr=-0.001"], "optim.lr must be above 0, got -0.001; e.g. optim.lr=1e-3, or drop it to scale "
+                                   "optim.blr"),
+    (["--set", "optim.blr=0"], "optim.blr must be above 0, got 0"),
+    (["--set", "optim.betas=[0.9,1.5]"], "optim.betas[1] must be in [0, 1), got 1.5"),
+    (["--set", "optim.weight_decay=-1"], "optim.weight_decay must be at least 0, got -1"),
+    (["--set", "optim.grad_clip=0"], "optim.grad_clip must be above 0, got 0; or none for no clipping"),
+    (["--set", "model.drop_path=1.5"], "model.drop_path must be in [0, 1), got 1.5"),
+    (["--set", "model.depth=0"], "model.depth must be at least 1, got 0"),
+    (["--set", "train.log_every_n_steps=0"], "train.log_every_n_steps must be at least 1, got 0"),
+    (["--set", "mae.mask_ratio=nan"], "mae.mask_ratio: expected a finite number"),
     (["--accelerator", "tpux"], "the trainer settings (train.accelerator/devices/strategy/precision) are invalid: "
                                 "You selected an invalid accelerator name: `accelerator='tpux'`."),
 ])
@@ -173,6 +193,26 @@ def test_bad_settings(tmp_path, capsys, args, message):
     # later flags win over SYNTH's
     msg = pretrain_fails(tmp_path, capsys, *SYNTH, *args)
     assert msg.startswith(message), msg
+
+
+def test_epochs_help_names_the_untrained_reference(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    assert "0: no training at all, the untrained random-init reference" in " ".join(capsys.readouterr().out.split())
+
+
+def test_an_explicit_data_root_is_used_alone_and_the_run_records_the_folder_read(tmp_path, capsys, monkeypatch):
+    write_fmnist(tmp_path / "env")
+    monkeypatch.setenv("BYON_DATA", str(tmp_path / "env"))
+    msg = pretrain_fails(tmp_path, capsys, "--method", "mae", "--dataset", "fashion-mnist", "--data-root",
+                         str(tmp_path / "typo"), *TINY)
+    assert msg.startswith(f"Fashion-MNIST train split not found (looked for train-images-idx3-ubyte[.gz] and "
+                          f"train-labels-idx1-ubyte[.gz] in {tmp_path / 'typo'}, {tmp_path / 'typo'}/fashion-mnist")
+    assert str(tmp_path / "env") not in msg
+    run = tmp_path / "env-run"
+    assert main(["pretrain", "--method", "mae", "--dataset", "fashion-mnist", *TINY, "--max-steps", "1",
+                 "--out", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text())["data_dirs"] == {"train": str(tmp_path / "env")}
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -248,3 +288,12 @@ def test_missing_run_directory(tmp_path, capsys):
     assert main(["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "e.safetensors")]) == 2
     assert error_line(capsys) == (f"run directory '{tmp_path / 'nope'}' does not exist; pass the --out of a "
                                   f"`byon pretrain` run")
+
+
+def test_bad_settings_on_resume_leave_the_run_untouched(mae_run, tmp_path, capsys, hashes):
+    run = copy_run(mae_run, tmp_path / "run")
+    before = hashes(run)
+    capsys.readouterr()
+    assert main(["pretrain", *SYNTH, "--out", str(run), "--resume", "auto", "--set", "optim.lr=-1"]) == 2
+    assert error_line(capsys).startswith("optim.lr must be above 0, got -1")
+    assert hashes(run) == before

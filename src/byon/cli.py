@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset")
     t.add_argument("--data-root")
     t.add_argument("--subset", type=int)
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--epochs", type=int, help="passes over the training split (0: no training at all, the "
+                                                 "untrained random-init reference; default 8)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--model", help="encoder preset: vit-micro, vit-tiny, vit-small, vit-base")
     t.add_argument("--seed", type=int)

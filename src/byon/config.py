@@ -7,6 +7,7 @@ CLI flags → `--set section.key=value`. Unknown sections/keys and ill-typed val
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,28 @@ from typing import Any
 import yaml
 
 from byon.errors import ByonError, suggest
+
+
+def check_range(where: str, value: float | None, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False, hint: str = "") -> None:
+    """A one-line `ByonError` unless `value` (None: unset, fine) lies in the interval from `lo` to `hi` (each bound
+    closed unless `*_open`; None: unbounded)."""
+    if value is None:
+        return
+    low_ok = lo is None or (value > lo if lo_open else value >= lo)
+    high_ok = hi is None or (value < hi if hi_open else value <= hi)
+    if low_ok and high_ok:
+        return
+    def show(x: float) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
+    if hi is None:
+        want = f"{'above' if lo_open else 'at least'} {show(lo)}"
+    elif lo is None:
+        want = f"{'below' if hi_open else 'at most'} {show(hi)}"
+    else:
+        want = f"in {'(' if lo_open else '['}{show(lo)}, {show(hi)}{')' if hi_open else ']'}"
+    raise ByonError(f"{where} must be {want}, got {show(value)}" + (f"; {hint}" if hint else ""))
 
 
 @dataclass
@@ -28,6 +51,16 @@ class DataConfig:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
     on_bad_file: str = "fail"  # imagefolder: fail | skip
+
+    def validate(self) -> None:
+        check_range("data.image_size", self.image_size, 1)
+        lo, hi = self.crop_scale
+        check_range("data.crop_scale[0]", lo, 0, 1, lo_open=True, hint="the crop keeps this fraction of the area "
+                    "at least, e.g. crop_scale=[0.2,1]")
+        check_range("data.crop_scale[1]", hi, lo, 1, hint="the largest crop area fraction: from crop_scale[0] to 1")
+        lo, hi = self.crop_ratio
+        check_range("data.crop_ratio[0]", lo, 0, lo_open=True, hint="the crop's width/height range, e.g. [0.75,1.33]")
+        check_range("data.crop_ratio[1]", hi, lo, hint="the crop's width/height range, e.g. [0.75,1.33]")
 
 
 @dataclass
@@ -45,6 +78,12 @@ class ModelConfig:
     drop_path: float = 0.0
     grad_checkpointing: bool = False
 
+    def validate(self) -> None:
+        for name in ("img_size", "in_chans", "patch_size", "embed_dim", "depth", "num_heads"):
+            check_range(f"model.{name}", getattr(self, name), 1)
+        check_range("model.mlp_ratio", self.mlp_ratio, 0, lo_open=True)
+        check_range("model.drop_path", self.drop_path, 0, 1, hi_open=True)
+
 
 @dataclass
 class OptimConfig:
@@ -59,6 +98,16 @@ class OptimConfig:
     weight_decay_end: float | None = None  # cosine weight-decay schedule end (I-JEPA)
     warmup_epochs: float = 1.0
     grad_clip: float | None = None
+
+    def validate(self) -> None:
+        check_range("optim.blr", self.blr, 0, lo_open=True, hint="e.g. optim.blr=1.5e-4")
+        check_range("optim.lr", self.lr, 0, lo_open=True, hint="e.g. optim.lr=1e-3, or drop it to scale optim.blr")
+        check_range("optim.lr_scale_batch", self.lr_scale_batch, 1)
+        for name in ("min_lr", "weight_decay", "weight_decay_end", "warmup_epochs"):
+            check_range(f"optim.{name}", getattr(self, name), 0)
+        for i, b in enumerate(self.betas):
+            check_range(f"optim.betas[{i}]", b, 0, 1, hi_open=True, hint="e.g. optim.betas=[0.9,0.95]")
+        check_range("optim.grad_clip", self.grad_clip, 0, lo_open=True, hint="or none for no clipping")
 
 
 @dataclass
@@ -85,6 +134,16 @@ class TrainConfig:
     monitor_subset: int = 2000  # labelled images of each of the train / test splits the monitor uses
 
     def validate(self) -> None:
+        check_range("train.epochs", self.epochs, 0, hint="0 trains nothing (the untrained reference run)")
+        check_range("train.batch_size", self.batch_size, 1)
+        check_range("train.seed", self.seed, 0, 2**32 - 1)
+        check_range("train.max_steps", self.max_steps, 1, hint="or none for no step limit")
+        check_range("train.num_nodes", self.num_nodes, 1)
+        check_range("train.log_every_n_steps", self.log_every_n_steps, 1)
+        check_range("train.num_threads", self.num_threads, 1, hint="or none for torch's default")
+        if isinstance(self.devices, int) and (self.devices == 0 or self.devices < -1):
+            raise ByonError(f"train.devices must be a device count (at least 1), -1 for all, or a list like '0,1', "
+                            f"got {self.devices}")
         for name in ("keep_last", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ByonError(f"train.{name} must be at least 1, got {getattr(self, name)}")
@@ -184,14 +243,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ByonError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ByonError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, int | float | str) else None
+        except ValueError:
+            number = None
+        if number is None:
+            raise ByonError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ByonError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)

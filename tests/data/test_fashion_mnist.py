@@ -39,9 +39,24 @@ def test_missing_dataset_message(tmp_path):
         load_dataset("fashion-mnist", "train", root=tmp_path / "empty")
     msg = str(e.value)
     assert "\n" not in msg
-    assert str(tmp_path / "empty") in msg and "no-system-copy" in msg
+    assert str(tmp_path / "empty") in msg and "no-system-copy" not in msg  # an explicit root is searched alone
     assert "apt-get install dataset-fashion-mnist" in msg
     assert "https://github.com/zalandoresearch/fashion-mnist" in msg and "--data-root" in msg
+    with pytest.raises(ByonError, match="no-system-copy"):  # without one, the system folders are searched
+        load_dataset("fashion-mnist", "train")
+
+
+def test_an_explicit_root_is_used_alone_and_the_folder_read_is_recorded(tmp_path, fmnist_files, monkeypatch):
+    fmnist_files(tmp_path / "env", "train", 5)
+    fmnist_files(tmp_path / "env", "test", 3)
+    fmnist_files(tmp_path / "mine", "train", 4)  # the user's copy has no test split
+    monkeypatch.setenv("BYON_DATA", str(tmp_path / "env"))
+    assert load_dataset("fashion-mnist", "train", root=tmp_path / "mine").source == str(tmp_path / "mine")
+    for root in (tmp_path / "mine", tmp_path / "typo"):  # never paired with another copy's split
+        with pytest.raises(ByonError, match=f"test split not found .* in {root}, {root}/fashion-mnist"):
+            load_dataset("fashion-mnist", "test", root=root)
+    data = load_dataset("fashion-mnist", "test", subset=2)  # no root: $BYON_DATA, recorded through a subset
+    assert len(data) == 2 and data.source == str(tmp_path / "env")
 
 
 @pytest.mark.parametrize("gz", [True, False])

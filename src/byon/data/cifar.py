@@ -121,4 +121,4 @@ def load_cifar(name: str, split: str, root: str | Path | None = None) -> ImageDa
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
         raise ByonError(f"{lay.title} labels in '{folder}' fall outside 0..{len(classes) - 1}; re-download the "
                         f"python version archive from {URL} and unpack it again")
-    return ImageData(torch.cat(images), y, classes, name)
+    return ImageData(torch.cat(images), y, classes, name, str(folder))

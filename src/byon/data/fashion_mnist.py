@@ -101,4 +101,4 @@ def load_fashion_mnist(split: str, root: str | Path | None = None) -> ImageData:
         raise _corrupt(img_path, f"{len(images)} images but {len(labels)} labels in '{lbl_path}'")
     if len(labels) and int(labels.max()) >= len(CLASSES):
         raise _corrupt(lbl_path, f"label {int(labels.max())} outside 0..{len(CLASSES) - 1}")
-    return ImageData(images.unsqueeze(1), labels.long(), list(CLASSES), "fashion-mnist")
+    return ImageData(images.unsqueeze(1), labels.long(), list(CLASSES), "fashion-mnist", str(img_path.parent))

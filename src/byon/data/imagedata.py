@@ -26,12 +26,14 @@ class DataInfo:
 @dataclass
 class ImageData:
     """images: uint8 (N, C, H, W); labels: int64 (N,) or None when unlabelled; classes: label names
-    (empty when unlabelled); name: the dataset's name."""
+    (empty when unlabelled); name: the dataset's name; source: the folder the split was read from (None for
+    generated data)."""
 
     images: Tensor
     labels: Tensor | None
     classes: list[str]
     name: str
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -65,7 +67,7 @@ class ImageData:
     def take(self, idx: Tensor) -> ImageData:
         """The images at indices idx: (M,) int64."""
         labels = None if self.labels is None else self.labels.index_select(0, idx)
-        return ImageData(self.images.index_select(0, idx), labels, list(self.classes), self.name)
+        return ImageData(self.images.index_select(0, idx), labels, list(self.classes), self.name, self.source)
 
 
 def subset_indices(labels: Tensor | None, n_total: int, n: int, seed: int = 0) -> Tensor:

@@ -127,4 +127,4 @@ def load_imagefolder(root: str | Path | None, split: str = "train", image_size: 
         rgb = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in arrays]
         images = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).contiguous()
     y = torch.tensor([labels[i] for i in keep], dtype=torch.int64) if classes else None
-    return ImageData(images, y, classes, "imagefolder")
+    return ImageData(images, y, classes, "imagefolder", str(folder))

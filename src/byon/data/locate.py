@@ -1,4 +1,4 @@
-"""Where dataset files are looked for: the given root, then $BYON_DATA, then system folders."""
+"""Where dataset files are looked for: the given root alone, else $BYON_DATA, then system folders."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ DATA_ENV = "BYON_DATA"
 
 
 def candidate_dirs(root: str | Path | None, subdirs: Sequence[str], system: Sequence[Path] = ()) -> list[Path]:
-    """root, root/<sub>..., $BYON_DATA, $BYON_DATA/<sub>..., then the system folders, without repeats."""
-    bases = [Path(root).expanduser()] if root else []
+    """An explicit root: root, root/<sub>... and nothing else (a root the user named is used alone or is an
+    error, never quietly swapped for another copy). No root: $BYON_DATA, $BYON_DATA/<sub>..., then the system
+    folders, without repeats."""
     env = os.environ.get(DATA_ENV)
-    if env:
-        bases.append(Path(env).expanduser())
+    bases = [Path(root).expanduser()] if root else [Path(env).expanduser()] if env else []
     out: list[Path] = []
     for base in bases:
         for sub in ("", *subdirs):
             out.append(base / sub if sub else base)
-    out.extend(system)
+    if not root:
+        out.extend(system)
     return list(dict.fromkeys(out))
 
 

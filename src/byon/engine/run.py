@@ -216,6 +216,7 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks:
             "images_per_s": _finite(module.steady_images_per_s()), "flops_per_image": flops,
             "skipped_steps": module.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
             "precision": precision, "world_size": trainer.world_size,
+            "data_dirs": {"train": data.source},  # the folder actually read (data.root may be unset)
             # the values the method settled for its config's None defaults (e.g. l-DAE's latent dimension)
             **({"resolved": method.resolved()} if hasattr(method, "resolved") else {}),
         } | started
