@@ -278,6 +278,12 @@ def cmd_methods(a: argparse.Namespace) -> int:
     return 0
 
 
+def _trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load checkpoints that need pickled code (which can run anything): only for files "
+                             "from someone you trust; byon's own checkpoints never need it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="byon", description="Denoising-based self-supervised pretraining of ViTs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -306,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="checkpoint path, or 'auto' for the newest in --out")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--out", required=True, help="run directory")
+    _trust_flag(t)
     t.set_defaults(fn=cmd_pretrain)
 
     e = sub.add_parser("eval", help="evaluate a run's encoder: frozen (knn, linear, lowshot) or fine-tuned")
@@ -322,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "eval/<kind>-<dataset>-<settings>.json)")
     ec.add_argument("--json", action="store_true", help="also print the result as one JSON object (last line); "
                                                          "it is always written to <run>/eval/<kind>-<dataset>.json")
+    _trust_flag(ec)
     ek = esub.add_parser("knn", parents=[ec], help="weighted kNN on frozen features")
     ek.add_argument("--subset", type=int, help="stratified subset of the labelled training split")
     ek.add_argument("--k", type=int, default=20)
@@ -369,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="FILE.safetensors (FILE.json is written beside it)")
     x.add_argument("--ema", action="store_true", help="the EMA (target) encoder, for methods that keep one")
     x.add_argument("--encoder", choices=ENCODERS, help=ENCODER_HELP)
+    _trust_flag(x)
     x.set_defaults(fn=cmd_export)
 
     d = sub.add_parser("embed", help="features of every image in a folder under a run's encoder")
@@ -381,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=int, default=256)
     d.add_argument("--device", help="default: cuda when available, else cpu")
     d.add_argument("--on-bad-file", choices=["fail", "skip"], default="fail")
+    _trust_flag(d)
     d.set_defaults(fn=cmd_embed)
 
     sm = sub.add_parser("sample", help="generate images with a diffusion-trained run (ddae) into a PNG grid")
@@ -391,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--out", help="FILE.png (default: <run>/samples/<sampler>-<steps>steps-seed<seed>.png)")
     sm.add_argument("--device", help="default: cuda when available, else cpu")
+    _trust_flag(sm)
     sm.set_defaults(fn=cmd_sample)
 
     an = sub.add_parser("analyze", help="plots + JSON of what a run learned (attention, alignment, ...)")
@@ -404,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--split", default="test")
     common.add_argument("--seed", type=int, default=0, help="which images, masks and noise")
     common.add_argument("--device", help="default: cuda when available, else cpu")
+    _trust_flag(common)
     ad = ansub.add_parser("attention-distance", parents=[common],
                           help="mean attention distance (px) per head per layer (BYON figure 1)")
     ad.add_argument("--n", type=int, default=256, help="images")
@@ -475,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "trust_checkpoint", False):
+            from byon.rundir import trust_checkpoints
+
+            trust_checkpoints()
         return args.fn(args)
     except ByonError as err:
         print(f"byon: error: {err}", file=sys.stderr)

@@ -5,17 +5,26 @@ Every file byon writes (checkpoints, exports, run and bench JSONs) goes through 
 to a hidden temporary file in the same folder, flushed and fsync'ed, then moved over the target with
 `os.replace` (atomic on POSIX) and the folder fsync'ed. A crash or `kill -9` at any point leaves either the
 old file or the new one, never a torn one; a stray temporary file is ignored by `*.ckpt` globs and removed at
-the next run start. The Lightning side (the CheckpointIO plugin and the step-interval callback) is in
-`byon.engine.callbacks`, so reading a checkpoint does not import Lightning.
+the next run start; a failed write (a full disk) is a one-line `ByonError`. The Lightning side (the
+CheckpointIO plugin and the step-interval callback) is in `byon.engine.callbacks`, so reading a checkpoint does
+not import Lightning.
+
+Reading is `torch.load(weights_only=True)`: a byon checkpoint holds only tensors and plain dicts, lists and
+scalars, so nothing in a shared run directory can run code on the reader's machine. A file that needs pickled
+code is refused in one line unless the user passes `--trust-checkpoint` (`trust_checkpoints`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import pickle
+import re
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +40,28 @@ from byon.methods import METHODS, build_config, build_method, methods_with
 log = logging.getLogger(__name__)
 
 TMP_MARK = ".tmp-"  # temporary files are named .<target name>.tmp-<pid>-<random>
+_TRUSTED = False  # set by `--trust-checkpoint` only
+
+
+def trust_checkpoints(on: bool = True) -> None:
+    """`--trust-checkpoint`: load checkpoints with full unpickling (can run code the file names) in this
+    process. Never the default."""
+    global _TRUSTED
+    _TRUSTED = on
+
+
+def torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """`torch.load` under the process's trust setting: weights only (tensors and plain containers) unless
+    `trust_checkpoints()` was called. A file that needs pickled code is a one-line `ByonError`."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not _TRUSTED)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found is None:
+            raise
+        raise ByonError(f"checkpoint '{path}' needs pickled code to load ({found.group(1)}), which could run "
+                        f"anything on this machine; byon checkpoints hold none — if you trust whoever wrote it, "
+                        f"pass --trust-checkpoint") from None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -42,28 +73,46 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(path: str | Path, writer: Callable[[BinaryIO], Any]) -> None:
-    """`writer(f)` into a binary file that replaces `path` whole or not at all (never a partly written file)."""
+def atomic_write(path: str | Path, writer: Callable[[BinaryIO], Any], what: str = "file") -> None:
+    """`writer(f)` into a binary file that replaces `path` whole or not at all (never a partly written file). A
+    write that fails (full disk, read-only folder) is a one-line `ByonError` naming `what` was written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise _write_error(path, e, what) from None
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError | RuntimeError):  # torch's zip writer turns a failed write into RuntimeError
+            raise _write_error(path, e, what) from None
         raise
     _fsync_dir(path.parent)
 
 
+def _write_error(path: Path, e: BaseException, what: str) -> ByonError:
+    """A failed write as one line: what failed, why, and that the earlier files are intact."""
+    full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
+    if not full and isinstance(e, RuntimeError):  # torch's message hides the errno: ask the disk
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(path.parent).free < 64 << 20
+    why = "no space left on the device" if full else (getattr(e, "strerror", None) or type(e).__name__)
+    then = ("the earlier checkpoints are intact — free space or fix the folder, then continue with --resume auto"
+            if what == "checkpoint" else "nothing earlier was overwritten — free space or choose another place")
+    return ByonError(f"cannot write {what} '{path}': {why}; {then}")
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """`torch.save(obj, path)` through `atomic_write`."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f), what="checkpoint")
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -88,7 +137,9 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     if not path.is_file():
         raise ByonError(f"checkpoint '{path}' not found; give a .ckpt file a `byon pretrain` run wrote")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch_load(path, map_location)
+    except ByonError:
+        raise
     except Exception as e:  # noqa: BLE001 — any unreadable checkpoint gets the same one-line answer
         raise ByonError(f"checkpoint '{path}' cannot be read ({type(e).__name__}); it is truncated or not a byon "
                         f"checkpoint — use an earlier one from the same checkpoints/ folder") from None

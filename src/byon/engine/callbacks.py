@@ -7,7 +7,11 @@ from typing import Any
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from byon.rundir import atomic_save
+from byon.rundir import atomic_save, torch_load
+
+
+def _keep_device(storage: Any, loc: Any) -> Any:  # Lightning's default map_location: tensors stay where saved
+    return storage
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -17,6 +21,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = _keep_device, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        """Lightning's own read on resume (`trainer.fit(ckpt_path=...)`) under byon's rule: weights only unless
+        `--trust-checkpoint` (Lightning's `weights_only` argument is not trusted to say otherwise)."""
+        return torch_load(path, map_location)
 
 
 class RunCheckpoint(ModelCheckpoint):
