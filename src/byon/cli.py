@@ -48,7 +48,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     if a.config and "method" not in overrides and "method" not in load_yaml(a.config):
         overrides["method"] = "byon"
     cfg = load_config(a.config, overrides)
-    out = train(cfg, a.out, resume=a.resume)
+    out = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
         summary = json.loads((out / "summary.json").read_text())
         ips = summary["images_per_s"]
@@ -309,9 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int)
     t.add_argument("--config", help="YAML config file (see configs/)")
     t.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="override config values")
-    t.add_argument("--resume", help="checkpoint path, or 'auto' for the newest in --out")
+    t.add_argument("--resume", help="checkpoint path, or 'auto' for the newest in --out (a fresh start when "
+                                    "it has none)")
     t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--out", required=True, help="run directory: new or empty, unless --resume or --overwrite")
+    t.add_argument("--overwrite", action="store_true", help="delete the contents of a non-empty --out first")
     _trust_flag(t)
     t.set_defaults(fn=cmd_pretrain)
 

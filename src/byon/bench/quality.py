@@ -189,7 +189,7 @@ def run_method(method: str | None, seed: int, protocol: str, runs: Path, results
     method = cfg.method
     run_cfg = _run_config(run, cfg)
     if not (run / "summary.json").is_file():
-        train(cfg, run, resume="auto" if (run / "checkpoints" / "last.ckpt").is_file() else None)
+        train(cfg, run, resume="auto")  # a fresh start in a new directory, else the run continues
         run_cfg = _run_config(run, cfg)
     summary = json.loads((run / "summary.json").read_text())
     record = {"name": name, "method": method, "protocol": protocol, "seed": seed, "overrides": list(extra or []),

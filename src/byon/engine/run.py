@@ -25,6 +25,7 @@ from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
 from byon.engine.logging import ResumableCSVLogger
 from byon.engine.module import PretrainModule
 from byon.engine.monitor import online_monitor
+from byon.engine.runlock import RunLock, check_out, launch_leader
 from byon.errors import ByonError
 from byon.methods import build_method
 from byon.methods.context import StepContext, step_generator
@@ -99,10 +100,23 @@ def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, bat
     return counter.get_total_flops() / batch
 
 
-def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks: tuple = ()) -> Path:
+def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks: tuple = (),
+          overwrite: bool = False) -> Path:
     """Pretrain `cfg.method` into run directory `out`; returns it. `callbacks`: extra Lightning callbacks
-    (e.g. the speed benchmark's step timer)."""
-    out = Path(out)
+    (e.g. the speed benchmark's step timer). A fresh run needs `out` empty or absent, or `overwrite` (its
+    contents are deleted once the run is set up); `resume` ('auto' or a checkpoint path) continues one. The run
+    holds `out`'s lock (`engine.runlock`) while it trains."""
+    lock = RunLock(Path(out))
+    try:
+        return _train(cfg, Path(out), resume, callbacks, overwrite, lock)
+    finally:
+        lock.release()
+
+
+def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overwrite: bool, lock: RunLock) -> Path:
+    leader = launch_leader()
+    if leader:
+        check_out(out, resume, overwrite)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -174,6 +188,11 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ByonError(f"the trainer settings (train.accelerator/devices/strategy/precision) are invalid: "
                         f"{msg}") from None
+    if leader:
+        lock.acquire()
+        check_out(out, resume, overwrite)  # again under the lock: a run that just ended may have filled it
+        if overwrite:
+            lock.clear()
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out / "checkpoints")
     # The loader is rank-sharded; its rank must come from the launched process.
