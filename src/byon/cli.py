@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from byon.errors import ByonError
+from byon.errors import ByonError, Interrupted
 
 ENCODERS = ("online", "ema")  # = byon.export.ENCODERS, not imported here: the CLI parses its flags without torch
 ENCODER_HELP = ("online | ema: that encoder of a method that keeps both (byon and byol evaluate the online one by "
@@ -494,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
 
             trust_checkpoints()
         return args.fn(args)
+    except Interrupted as err:
+        print(f"byon: error: {err}", file=sys.stderr)
+        return err.exit_code
     except ByonError as err:
         print(f"byon: error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,15 @@ class ByonError(Exception):
     """A user-facing error: what was wrong and how to fix it, on one line."""
 
 
+class Interrupted(ByonError):
+    """A run stopped by a signal after saving a resumable checkpoint; the CLI exits with `exit_code`
+    (128 + the signal's number, the shell's and SLURM's convention)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def suggest(name: str, valid: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest valid name, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)

@@ -138,3 +138,34 @@ def test_resume_auto_falls_back_past_an_unreadable_last_ckpt(straight, tmp_path,
     assert pretrain("mae", run, "--resume", "auto") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("byon: error: --resume auto: none of the ") and "start afresh with another --out" in err
+
+
+@pytest.mark.parametrize(("method", "sig"), [("mae", "SIGTERM"), ("byon", "SIGINT")])
+def test_a_signal_saves_at_the_next_step_exits_nonzero_and_resume_matches_the_straight_run(
+        straight, tmp_path, monkeypatch, capsys, user_error, method, sig):
+    import json
+    import os
+    import signal
+
+    run = tmp_path / "run"
+    step_fn = PretrainModule.training_step
+
+    def signalled_in_step_5(self, batch, batch_idx):  # as a scheduler's kill or Ctrl-C would, mid-step
+        if self.global_step == 5:
+            os.kill(os.getpid(), getattr(signal, sig))
+        return step_fn(self, batch, batch_idx)
+
+    monkeypatch.setattr(PretrainModule, "training_step", signalled_in_step_5)
+    capsys.readouterr()
+    assert pretrain(method, run) == 128 + getattr(signal, sig)
+    monkeypatch.undo()
+    assert user_error() == (f"interrupted by {sig} after step 6 of 12; saved checkpoints/last.ckpt and a summary "
+                            f"marked interrupted — continue with --resume auto")
+    assert final_state(run)["global_step"] == 6  # the step that was running finished, then it saved
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] == sig and summary["steps"] == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    assert pretrain(method, run, "--resume", "auto") == 0
+    assert losses(run) == losses(straight[method])
+    assert_same_state(final_state(run), final_state(straight[method]))
+    assert "interrupted" not in json.loads((run / "summary.json").read_text())

@@ -43,6 +43,11 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if trainer.received_sigterm and self._last_global_step_saved != trainer.global_step:
+            # a stop signal (SIGTERM, or SIGINT through `engine.run.stop_signals`): the step that was running has
+            # finished; save it now, before Lightning ends the fit at this step boundary
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return
         if not self.every_steps or trainer.global_step % self.every_steps:
             return
         if self._should_skip_saving_checkpoint(trainer):  # e.g. already saved at this step

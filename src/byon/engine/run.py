@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.flop_counter import FlopCounterMode
 
 from byon.config import RunConfig, save_config
@@ -26,7 +30,7 @@ from byon.engine.logging import ResumableCSVLogger
 from byon.engine.module import PretrainModule
 from byon.engine.monitor import online_monitor
 from byon.engine.runlock import RunLock, check_out, launch_leader
-from byon.errors import ByonError
+from byon.errors import ByonError, Interrupted
 from byon.methods import build_method
 from byon.methods.context import StepContext, step_generator
 from byon.provenance import git_dirty, hardware, run_metadata
@@ -213,7 +217,12 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
     started = {"dirty": git_dirty()} | {k: v for k, v in run_metadata(cfg, info).items()
                                         if k in ("version", "commit", "torch")}
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    with stop_signals(trainer) as stopped:
+        try:
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+        except SIGTERMException:
+            stopped.setdefault("signal", signal.SIGTERM)
+        interrupted = signal.Signals(stopped["signal"]).name if "signal" in stopped else None
     wall = time.perf_counter() - t0
     last = out / "checkpoints" / "last.ckpt"
     # --epochs 0 (the random-init reference run) saves nothing, and step-interval saving can end between saves
@@ -236,11 +245,42 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
             "skipped_steps": module.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
             "precision": precision, "world_size": trainer.world_size,
             "data_dirs": {"train": data.source},  # the folder actually read (data.root may be unset)
+            **({"interrupted": interrupted} if interrupted else {}),
             # the values the method settled for its config's None defaults (e.g. l-DAE's latent dimension)
             **({"resolved": method.resolved()} if hasattr(method, "resolved") else {}),
         } | started
         write_json(out / "summary.json", summary)
+    if interrupted:
+        total = min(module.total_steps, cfg.train.max_steps or module.total_steps)
+        raise Interrupted(f"interrupted by {interrupted} after step {trainer.global_step} of {total}; saved "
+                          f"checkpoints/last.ckpt and a summary marked interrupted — continue with --resume auto",
+                          128 + stopped["signal"])
     return out
+
+
+@contextlib.contextmanager
+def stop_signals(trainer: L.Trainer) -> Iterator[dict[str, int]]:
+    """While `trainer.fit` runs: SIGTERM (a scheduler's preemption, `timeout`) and SIGINT (Ctrl-C) stop the run at
+    the next step boundary, after `RunCheckpoint` saved it, instead of killing it mid-step; a second SIGINT
+    stops at once. Yields {"signal": number} once one arrived. Lightning's own SIGTERM handler (which sets
+    `trainer.received_sigterm`) runs alongside; SIGINT sets the same flag."""
+    stopped: dict[str, int] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and "signal" in stopped:
+            raise KeyboardInterrupt
+        stopped.setdefault("signal", signum)
+        trainer._signal_connector.received_sigterm = True  # the flag Lightning's loops stop on
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield stopped
+        return
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stopped
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def _finite(x: float) -> float | None:
