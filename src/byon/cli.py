@@ -72,7 +72,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if readout and a.kind == "probe-grid":
         raise ByonError("--set chooses the read-out of kNN/linear/lowshot/finetune; the probe grid reads every "
                         "block at every --timesteps, so drop --set")
-    chosen = dict(encoder=a.encoder, readout=readout)  # the frozen evaluations' encoder and read-out
+    # the frozen evaluations' encoder, read-out and query split
+    chosen = dict(encoder=a.encoder, readout=readout, split=a.split)
+    on = f"{dataset}{' val' if a.split == 'val' else ''}"
     if a.kind == "finetune":
         from byon.eval.finetune import FinetuneConfig, finetune
 
@@ -80,12 +82,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
                   "cutmix", "smoothing", "drop_path", "randaug", "pool", "subset", "seed", "device")
         res = finetune(a.run, dataset, a.data_root,
                        FinetuneConfig(**{f: getattr(a, f) for f in fields if getattr(a, f) is not None}),
-                       readout=readout)
-        line = (f"finetune top-1 on {dataset}: {res['top1']:.2f} ({res['pool']} pool, {res['steps']} steps, "
+                       readout=readout, split=a.split)
+        line = (f"finetune top-1 on {on}: {res['top1']:.2f} ({res['pool']} pool, {res['steps']} steps, "
                 f"RandAugment {res['randaugment']})")
     elif a.kind == "probe-grid":
         from byon.eval.probe_grid import probe_grid
 
+        if a.split != "test":
+            raise ByonError("the probe grid scores on the test split only; drop --split")
         res = probe_grid(a.run, dataset, layers=a.layers, timesteps=a.timesteps, subset=a.subset,
                          epochs=a.linear_epochs, device=a.device, **where)
         b = res["best"]
@@ -96,20 +100,20 @@ def cmd_eval(a: argparse.Namespace) -> int:
         res = frozen.evaluate_lowshot(a.run, dataset, shots=shots, draws=a.draws, epochs=a.epochs, **chosen,
                                       **where)
         ft = res["default_feature"]
-        line = f"lowshot top-1 on {dataset} ({ft}, {a.draws} draws): " + ", ".join(
+        line = f"lowshot top-1 on {on} ({ft}, {a.draws} draws): " + ", ".join(
             f"{n}-shot {res[str(n)][ft]['mean']:.2f} ± {res[str(n)][ft]['std']:.2f}" for n in shots)
     elif a.kind == "linear" and a.heads == "grid":
         blrs = tuple(_floats(a.lrs, "--lrs")) if a.lrs else None
         res = frozen.evaluate_linear_grid(a.run, dataset, subset=a.subset, blrs=blrs, blocks=a.blocks,
                                           epochs=a.linear_epochs, **chosen, **where)
         b = res["best"]
-        line = (f"linear grid top-1 on {dataset}: {b['top1']:.2f} (best of {len(res['heads'])} heads: {b['feature']}, "
+        line = (f"linear grid top-1 on {on}: {b['top1']:.2f} (best of {len(res['heads'])} heads: {b['feature']}, "
                 f"blr {b['blr']:g}); per feature: "
                 + ", ".join(f"{ft} {r['top1']:.2f}" for ft, r in res["best_per_feature"].items()))
     else:
         kwargs = {"k": a.k, "temperature": a.temperature} if a.kind == "knn" else {"epochs": a.linear_epochs}
         res = frozen.evaluate(a.kind, a.run, dataset, subset=a.subset, **chosen, **where, **kwargs)
-        line = (f"{a.kind} top-1 on {dataset}: {res['top1']:.2f} ({res['default_feature']}); "
+        line = (f"{a.kind} top-1 on {on}: {res['top1']:.2f} ({res['default_feature']}); "
                 + ", ".join(f"{ft} {res[f'top1_{ft}']:.2f}" for ft in res["features"]))
     print(line)
     if a.json:
@@ -193,6 +197,22 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     print(table)
     if a.table:
         Path(a.table).write_text(table + "\n")
+    return 0
+
+
+def cmd_tune(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from byon.bench.tune import bench_tune, load_grid_file, parse_axis
+
+    axes = [parse_axis(g) for g in a.grid] + [ax for f in a.grid_file for ax in load_grid_file(Path(f))]
+    i, sep, n = a.shard.partition("/")
+    if not sep or not i.isdigit() or not n.isdigit():
+        raise ByonError(f"--shard takes I/N (e.g. 0/2), got '{a.shard}'")
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for path in bench_tune(a.protocol, methods, axes, Path(a.runs), Path(a.results), a.data_root, a.set, a.epochs,
+                           a.confirm, a.seed, a.stage, (int(i), int(n)), Path(a.config) if a.config else None):
+        print(path)
     return 0
 
 
@@ -325,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--data-root")
     ec.add_argument("--seed", type=int, default=0)
     ec.add_argument("--encoder", choices=ENCODERS, help=ENCODER_HELP)
+    ec.add_argument("--split", choices=["test", "val"], default="test",
+                    help="val: score on the run's held-out val split (pretrained with data.val_size > 0) against "
+                         "the rest of the training split -- for choosing settings; test: report (default)")
     ec.add_argument("--set", nargs="*", metavar="METHOD.KEY=VALUE",
                     help="read-out settings of the run's method, e.g. ddae.feature_block=9 ddae.feature_t=1, "
                          "ldae.probe_t=50, maskdit.probe_sigma=0.1, ijepa.eval_encoder=context (results go to "
@@ -463,6 +486,27 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
     w.add_argument("--table", help="also write the Markdown table to this file")
     w.set_defaults(fn=cmd_sweep)
+    tu = bsub.add_parser("tune", help="a hyper-parameter grid scored on the held-out val split (never on test)",
+                         description="Pretrain each grid cell on the training split minus the protocol's val "
+                                     "hold-out, score kNN + linear on the held-out images, confirm the best cells at "
+                                     "full length, name the winner by val linear top-1 (val kNN breaks ties).")
+    tu.add_argument("--protocol", default="fmnist-cpu")
+    tu.add_argument("--methods", required=True, help="comma-separated")
+    tu.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2",
+                    help="one axis (repeatable); list values stay whole: data.crop_scale=[1,1],[0.6,1]")
+    tu.add_argument("--grid-file", action="append", default=[], metavar="FILE.yaml",
+                    help="axes from YAML (axes: {key: [values]} or {name: {label: {key: value}}}; configs/tune/)")
+    tu.add_argument("--epochs", type=int, help="screen length (default: the protocol's, then no confirmation)")
+    tu.add_argument("--confirm", type=int, default=2, help="best screen cells re-run at the protocol's epochs")
+    tu.add_argument("--stage", choices=["screen", "confirm", "all"], default="all")
+    tu.add_argument("--shard", default="0/1", metavar="I/N", help="run cells I, I+N, ... (parallel processes)")
+    tu.add_argument("--seed", type=int, default=0)
+    tu.add_argument("--config", help="YAML config applied under the protocol (e.g. configs/mae/paper.yaml)")
+    tu.add_argument("--runs", default="runs/bench")
+    tu.add_argument("--results", default="benchmarks/results")
+    tu.add_argument("--data-root")
+    tu.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="applied to every cell")
+    tu.set_defaults(fn=cmd_tune)
     v = bsub.add_parser("speed", help="training images/s, FLOP utilisation, eval timings; one JSON per method")
     v.add_argument("--methods", required=True, help="comma-separated, e.g. mae,byon")
     v.add_argument("--protocol", default="fmnist-cpu", help="data, encoder and batch of this quality protocol")

@@ -45,7 +45,11 @@ def check_range(where: str, value: float | None, lo: float | None = None, hi: fl
 class DataConfig:
     dataset: str = "fashion-mnist"
     root: str | None = None
-    subset: int | None = None  # stratified, seeded subset of the training split
+    subset: int | None = None  # stratified, seeded subset of the training split (after the val hold-out)
+    # Held-out validation split: this many training images (stratified, seeded by val_seed, the same for every
+    # run seed) are removed from pretraining and form the 'val' split that tuning scores on. 0 = none.
+    val_size: int = 0
+    val_seed: int = 0
     image_size: int | None = None  # imagefolder: resize (shorter side + centre crop) to this size
     crop_scale: tuple[float, float] = (0.6, 1.0)  # random-resized-crop area range
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -76,6 +80,7 @@ class ModelConfig:
     num_heads: int | None = None
     mlp_ratio: float | None = None
     drop_path: float = 0.0
+    pos_embed: str = "sincos"  # sincos (fixed 2-D, MAE) | learned (trained, timm's trunc-normal init)
     grad_checkpointing: bool = False
 
     def validate(self) -> None:

@@ -97,3 +97,16 @@ def test_grad_checkpointing_gives_the_same_gradients(enc):
     enc.set_grad_checkpointing(True)
     enc.forward_encoder(x).sum().backward()
     torch.testing.assert_close(enc.blocks[0].attn.qkv.weight.grad, g1)
+
+
+def test_learned_pos_embed_is_trained_and_sincos_is_fixed():
+    torch.manual_seed(0)
+    learned = ViTEncoder(resolve_shape(ModelConfig(preset="vit-test", pos_embed="learned"), 28, 1))
+    fixed = ViTEncoder(resolve_shape(ModelConfig(preset="vit-test"), 28, 1))
+    assert learned.pos_embed.requires_grad and not fixed.pos_embed.requires_grad
+    assert torch.equal(fixed.pos_embed, sincos_2d(32, 7, 7))
+    assert 0.01 < float(learned.pos_embed.detach().std()) < 0.03  # timm's trunc-normal(0.02) table, not sin-cos
+    learned.features(torch.randn(2, 1, 28, 28))["cls"][:, 0].sum().backward()
+    assert learned.pos_embed.grad is not None and learned.pos_embed.grad.abs().sum() > 0
+    with pytest.raises(ByonError, match="pos_embed"):
+        resolve_shape(ModelConfig(preset="vit-test", pos_embed="rope"), 28, 1)

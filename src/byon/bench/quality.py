@@ -37,6 +37,9 @@ class Protocol:
     linear_epochs: int = 30
     knn_k: int = 20
     knn_temperature: float = 0.07
+    # Training images held out as the val split that `byon bench tune` pretrains without and scores on (a
+    # stratified, seeded cut of the training split, the same for every seed and method).
+    val_size: int = 10000
 
 
 PROTOCOLS = {
@@ -44,7 +47,7 @@ PROTOCOLS = {
     "fmnist-gpu": Protocol("fashion-mnist", "vit-tiny", epochs=100, batch_size=512),
     # seconds-long: exercises the harness end to end (tests, smoke checks)
     "smoke": Protocol("synthetic", "vit-test", epochs=1, batch_size=64, seeds=(0,), lowshot=(5,), lowshot_draws=2,
-                      linear_epochs=3),
+                      linear_epochs=3, val_size=400),
 }
 
 REFERENCES = ("random-init", "pixels")
@@ -126,57 +129,73 @@ def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None) -> dict[str, Any]:
-    """kNN, linear and low-shot top-1 for each feature type; a feature the encoder lacks (no CLS token:
-    I-JEPA, N-JEPA) is None. "protocol" holds the evaluation settings."""
+def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: str = "test",
+                    lowshot: bool = True) -> dict[str, Any]:
+    """kNN, linear and (unless `lowshot` is False) low-shot top-1 for each feature type, scored on `split`
+    ('test', or the run's held-out 'val'); a feature the encoder lacks (no CLS token: I-JEPA, N-JEPA) is None.
+    "protocol" holds the evaluation settings."""
     from byon.eval.frozen import FEATURE_TYPES, evaluate, evaluate_lowshot
 
     t0 = time.perf_counter()
-    knn = evaluate("knn", run, p.dataset, root=root, seed=seed, k=p.knn_k, temperature=p.knn_temperature)
+    knn = evaluate("knn", run, p.dataset, root=root, seed=seed, k=p.knn_k, temperature=p.knn_temperature,
+                   split=split)
     t_knn = time.perf_counter() - t0
     t0 = time.perf_counter()
-    lin = evaluate("linear", run, p.dataset, root=root, seed=seed, epochs=p.linear_epochs)
+    lin = evaluate("linear", run, p.dataset, root=root, seed=seed, epochs=p.linear_epochs, split=split)
     t_lin = time.perf_counter() - t0
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {"split": split}
     for ft in FEATURE_TYPES:
         metrics[f"knn_{ft}"] = knn.get(f"top1_{ft}")
         metrics[f"linear_{ft}"] = lin.get(f"top1_{ft}")
     metrics["knn"], metrics["linear"], metrics["default_feature"] = knn["top1"], lin["top1"], knn["default_feature"]
+    metrics["knn_seconds"], metrics["linear_seconds"] = round(t_knn, 2), round(t_lin, 2)
+    metrics["protocol"] = {"features": knn["features"], "knn_k": p.knn_k, "knn_temperature": p.knn_temperature,
+                           "linear_epochs": p.linear_epochs}
+    if not lowshot:
+        return metrics
     low = evaluate_lowshot(run, p.dataset, shots=p.lowshot, draws=p.lowshot_draws, root=root, seed=seed,
-                           epochs=p.lowshot_epochs)
+                           epochs=p.lowshot_epochs, split=split)
     for n in p.lowshot:
         for ft in FEATURE_TYPES:
             metrics[f"lowshot{n}_{ft}"] = low[f"{n}"][ft]["mean"] if ft in low[f"{n}"] else None
             metrics[f"lowshot{n}_{ft}_std"] = low[f"{n}"][ft]["std"] if ft in low[f"{n}"] else None
         metrics[f"lowshot{n}"] = low[f"{n}"][knn["default_feature"]]["mean"]
-    metrics["knn_seconds"], metrics["linear_seconds"] = round(t_knn, 2), round(t_lin, 2)
-    metrics["protocol"] = {"features": knn["features"], "knn_k": p.knn_k, "knn_temperature": p.knn_temperature,
-                           "linear_epochs": p.linear_epochs, "lowshot": list(p.lowshot),
-                           "lowshot_draws": p.lowshot_draws, "lowshot_epochs": p.lowshot_epochs}
+    metrics["protocol"] |= {"lowshot": list(p.lowshot), "lowshot_draws": p.lowshot_draws,
+                            "lowshot_epochs": p.lowshot_epochs}
     return metrics
 
 
 def run_method(method: str | None, seed: int, protocol: str, runs: Path, results: Path, root: str | None = None,
                extra: list[str] | None = None, epochs: int | None = None, tag: str | None = None,
                config: Path | None = None) -> Path:
-    """Pretrain (unless the run finished already) + evaluate; write results/<protocol>/<name>-seed<s>.json.
+    """Pretrain (unless the run finished already) + evaluate on test; write results/<protocol>/<name>-seed<s>.json.
 
     name: `tag` or the method, plus a hash of the result-changing `extra` overrides (`run_name`). A run directory
     that exists already must hold a run of the same config (`NON_RESULT_KEYS` aside), else a ByonError.
     The record's commit / hardware / torch are the training run's (its summary.json); the evaluation's are under
     "eval_env". `config`: a YAML file (e.g. an ablation row) applied under the protocol's settings."""
-    from byon.config import parse_set
-    from byon.engine.run import train
-    from byon.methods import load_config
-
-    p = PROTOCOLS[protocol]
     if tag is None and method is None:
         raise ByonError("bench: give a method or a tag to name the run")
     name = run_name(tag or method, extra)
-    out_json = results / protocol / f"{name}-seed{seed}.json"
+    return pretrain_and_evaluate(method, seed, protocol, runs / protocol / f"{name}-seed{seed}",
+                                 results / protocol / f"{name}-seed{seed}.json", name, root, extra, epochs, config)
+
+
+def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Path, out_json: Path, name: str,
+                          root: str | None = None, extra: list[str] | None = None, epochs: int | None = None,
+                          config: Path | None = None, split: str = "test", lowshot: bool = True) -> Path:
+    """One protocol record: pretrain `method` (or `config`'s) into `run` under the protocol's data, encoder,
+    epochs (or `epochs`), batch and `seed`, then `extra` (`--set` strings); evaluate kNN, linear and (with
+    `lowshot`) low-shot on `split`; write the record to `out_json`. Finished parts are reused: an existing
+    `out_json` is returned as it is, a finished run is only evaluated, an interrupted one resumed."""
+    from byon.config import parse_set
+    from byon.engine.run import train
+    from byon.methods import load_config
+    from byon.rundir import write_json
+
+    p = PROTOCOLS[protocol]
     if out_json.is_file():
         return out_json
-    run = runs / protocol / f"{name}-seed{seed}"
     overrides = {"data": {"dataset": p.dataset, "root": root},
                  "model": {"preset": p.model},
                  "train": {"epochs": p.epochs if epochs is None else epochs, "batch_size": p.batch_size,
@@ -197,9 +216,9 @@ def run_method(method: str | None, seed: int, protocol: str, runs: Path, results
               "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
               # the training's environment; a summary from before `dirty` was recorded leaves it None (unknown)
               **{k: summary.get(k) for k in ("commit", "dirty", "hardware", "torch", "resolved")},
-              "command": shlex.join(sys.argv), "metrics": _frozen_metrics(run, p, seed, root), "eval_env": _env()}
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(record, indent=2) + "\n")
+              "command": shlex.join(sys.argv), "metrics": _frozen_metrics(run, p, seed, root, split, lowshot),
+              "eval_env": _env()}
+    write_json(out_json, record)
     return out_json
 
 

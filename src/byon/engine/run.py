@@ -126,7 +126,8 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     data = load_dataset(cfg.data.dataset, "train", root=cfg.data.root, subset=cfg.data.subset,
-                        seed=cfg.train.seed, image_size=cfg.data.image_size, on_bad_file=cfg.data.on_bad_file)
+                        seed=cfg.train.seed, image_size=cfg.data.image_size, on_bad_file=cfg.data.on_bad_file,
+                        val_size=cfg.data.val_size, val_seed=cfg.data.val_seed)
     mean, std = channel_stats(data.images)
     info = data_info(data, mean, std)
     method, shape = build_method(cfg, info)
@@ -303,7 +304,8 @@ def check_compatible(cfg: RunConfig, ckpt: dict[str, Any]) -> int:
         raise ByonError(f"--resume: checkpoint was trained with method '{old['method']}', not '{cfg.method}'; "
                         f"use --method {old['method']} or a new --out")
     new = cfg.to_dict()["model"]
-    diff = [k for k in new if old["model"].get(k) != new[k]]
+    defaults = RunConfig().to_dict()["model"]  # a key the checkpoint predates had its default then
+    diff = [k for k in new if old["model"].get(k, defaults[k]) != new[k]]
     if diff:
         raise ByonError(f"--resume: the model differs from the checkpoint's in {', '.join(diff)}; resume with "
                         f"the same model settings or start a new --out")

@@ -142,10 +142,13 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, mean: tuple[float
 
 
 def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None = None,
-             cfg: FinetuneConfig | None = None, readout: dict[str, Any] | None = None) -> dict[str, Any]:
+             cfg: FinetuneConfig | None = None, readout: dict[str, Any] | None = None,
+             split: str = "test") -> dict[str, Any]:
     """Fine-tune the run's eval encoder end to end on `dataset` (default: the run's); writes and returns
     eval/finetune-<dataset>[-<readout>].json: {"top1", "top5", "history": per-epoch train loss and lr, the
-    settings}. `readout`: read-out settings the run is loaded with (`load_run`; e.g. DDAE's feature block)."""
+    settings}. `readout`: read-out settings the run is loaded with (`load_run`; e.g. DDAE's feature block).
+    `split`: 'test', or 'val' to train on the rest of the training split and score on the run's held-out val
+    images (`frozen.holdout`; how a fine-tuning recipe is chosen without looking at test)."""
     from timm.data import Mixup
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
@@ -154,7 +157,7 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
     from byon.data import BatchLoader, load_dataset
     from byon.data.transforms import augment
     from byon.eval.features import eval_encoder
-    from byon.eval.frozen import result_path
+    from byon.eval.frozen import holdout, result_path
     from byon.methods.context import step_generator
     from byon.rundir import load_run, pick_device, write_json
 
@@ -166,8 +169,10 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
     dataset = dataset or run_cfg.data.dataset
     device = pick_device(cfg.device)
     load = dict(root=root, image_size=run_cfg.data.image_size, on_bad_file=run_cfg.data.on_bad_file)
+    val_size, val_seed = holdout(run_cfg, split, dataset)
+    load |= dict(val_size=val_size, val_seed=val_seed)
     train = load_dataset(dataset, "train", subset=cfg.subset, seed=cfg.seed, **load)
-    test = load_dataset(dataset, "test", **load)
+    test = load_dataset(dataset, split, **load)
     if train.labels is None or test.labels is None:
         raise ByonError(f"dataset '{dataset}' has no labels; fine-tuning needs a labelled dataset")
     if train.in_chans != info.in_chans or train.img_size != info.img_size:
@@ -241,12 +246,12 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
         res = accuracy(model, test.images, test.labels, info.mean, info.std, cfg.eval_batch_size, device)
 
     result: dict[str, Any] = {
-        "eval": "finetune", "run": str(run_dir), "method": run_cfg.method, "dataset": dataset, **res,
+        "eval": "finetune", "run": str(run_dir), "method": run_cfg.method, "dataset": dataset, "split": split, **res,
         "train_loss": history[-1]["train_loss"], "pool": pool, "lr": lr, "steps": step,
         "randaugment": randaug, "train_images": len(train), "test_images": len(test),
         "wall_time_s": round(time.perf_counter() - t0, 2), "device": str(device),
         "readout": readout or {}, "encoder_blocks": len(model.blocks), "settings": dataclasses.asdict(cfg),
         "history": history,
     }
-    write_json(result_path(run_dir, "finetune", dataset, None, readout), result)
+    write_json(result_path(run_dir, "finetune", dataset, None, readout, split), result)
     return result

@@ -31,23 +31,45 @@ def default_feature(method: torch.nn.Module) -> str:
     return default if default in feature_types(method) else "mean"
 
 
-def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int) -> str:
+def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int, val: tuple[int, int]) -> str:
     ckpt = find_checkpoint(run_dir)
     st = ckpt.stat()
-    return f"{ckpt.name}:{st.st_size}:{st.st_mtime_ns}:{dataset}:{split}:{subset}:{seed}"
+    held = f":val{val[0]}s{val[1]}" if val[0] and split in ("train", "val") else ""
+    return f"{ckpt.name}:{st.st_size}:{st.st_mtime_ns}:{dataset}:{split}:{subset}:{seed}{held}"
+
+
+EVAL_SPLITS = ("test", "val")
+
+
+def holdout(cfg: RunConfig, split: str, dataset: str) -> tuple[int, int]:
+    """(val_size, val_seed) the labelled training split is cut with when evaluating on `split`: the run's own
+    hold-out for 'val' (its reference set is the rest of the training split, the images it pretrained on);
+    none for 'test' (the whole training split is the reference)."""
+    if split not in EVAL_SPLITS:
+        raise ByonError(f"unknown evaluation split '{split}'; valid: {', '.join(EVAL_SPLITS)}")
+    if split == "test":
+        return 0, 0
+    if dataset != cfg.data.dataset:
+        raise ByonError(f"the val split is held out of the run's own dataset ({cfg.data.dataset}), not of "
+                        f"'{dataset}'; evaluate '{dataset}' on its test split")
+    if not cfg.data.val_size:
+        raise ByonError("this run pretrained on the whole training split, so it has no held-out val split; "
+                        "pretrain with --set data.val_size=N to evaluate on val, or evaluate on test")
+    return cfg.data.val_size, cfg.data.val_seed
 
 
 def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None = None,
                  subset: int | None = None, seed: int = 0, batch_size: int = 512,
                  device: str | None = None, blocks: int = 1, run: tuple[RunConfig, torch.nn.Module] | None = None,
-                 encoder: str | None = None, readout: dict[str, Any] | None = None,
+                 encoder: str | None = None, readout: dict[str, Any] | None = None, val: tuple[int, int] = (0, 0),
                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/; only
     {'mean'} for an encoder without a CLS token (`feature_types`). `run` is the run's `load_run` result when
     the caller has it already (the checkpoint is read once per evaluation, not once per split). `encoder`:
     None for the method's eval features, 'online' or 'ema' for that encoder of a method that keeps both
     (`export.select_encoder`); `readout`: the read-out settings the run was loaded with (`load_run`; `run`, when
-    given, must have been loaded with them). Both are cached apart.
+    given, must have been loaded with them). Both are cached apart. `val`: (val_size, val_seed) of a held-out val
+    split (`holdout`): 'train' is then the rest of the training split, 'val' the held-out images.
 
     blocks > 1 adds f'cls{n}' (N, n·D), n = min(blocks, depth): the CLS tokens of the last n blocks
     (`last_blocks_cls`), cached in a file of its own beside the base one (so existing caches stay valid).
@@ -63,13 +85,13 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
     info = method.data_info
     # the run's resize (imagefolder runs with data.image_size) applies to whatever it is evaluated on
     data = load_dataset(dataset, split, root=root, subset=subset if split == "train" else None, seed=seed,
-                        image_size=cfg.data.image_size)
+                        image_size=cfg.data.image_size, val_size=val[0], val_seed=val[1])
     if data.in_chans != info.in_chans or data.img_size != info.img_size:
         raise ByonError(f"dataset '{dataset}' has {data.in_chans}x{data.img_size}px images but the run's encoder "
                         f"expects {info.in_chans}x{info.img_size}px; evaluate on data shaped like the training data")
     method = method.to(device)
-    key = _key(run_dir, dataset, split, subset, seed)
-    stem = f"{dataset}-{split}-{subset or 'all'}"
+    key = _key(run_dir, dataset, split, subset, seed, val)
+    stem = f"{dataset}-{split}-{subset or 'all'}{f'-val{val[0]}' if val[0] and split == 'train' else ''}"
 
     def cached(fn, tag: str = "") -> dict[str, torch.Tensor]:
         digest = hashlib.sha1((key + (f":{tag}" if tag else "")).encode()).hexdigest()[:10]
@@ -96,33 +118,35 @@ def _variant(encoder: str | None, readout: dict[str, Any] | None) -> str:
 
 
 def result_path(run_dir: Path, kind: str, dataset: str, encoder: str | None,
-                 readout: dict[str, Any] | None = None) -> Path:
-    """<run>/eval/<kind>-<dataset>[-<variant>].json: a chosen encoder's or read-out's results do not replace the
-    default's."""
+                 readout: dict[str, Any] | None = None, split: str = "test") -> Path:
+    """<run>/eval/<kind>-<dataset>[-val][-<variant>].json: a chosen encoder's or read-out's results, and results
+    on the val split, do not replace the default's."""
     (run_dir / "eval").mkdir(exist_ok=True)
     variant = _variant(encoder, readout)
-    return run_dir / "eval" / f"{kind}-{dataset}{'-' + variant if variant else ''}.json"
+    on = "-val" if split == "val" else ""
+    return run_dir / "eval" / f"{kind}-{dataset}{on}{'-' + variant if variant else ''}.json"
 
 
 def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
              seed: int = 0, encoder: str | None = None, readout: dict[str, Any] | None = None,
-             **kwargs: Any) -> dict[str, Any]:
+             split: str = "test", **kwargs: Any) -> dict[str, Any]:
     """kind ∈ {knn, linear}: metrics for every feature type the method has (`feature_types`, listed under
-    "features"); `top1` is the method's default feature. `encoder`, `readout`: as in `run_features`."""
+    "features"); `top1` is the method's default feature. `encoder`, `readout`: as in `run_features`. `split`:
+    'test' (reference: the whole training split) or 'val' (the run's held-out val split; reference: the rest)."""
     from byon.eval.knn import knn_classify
     from byon.eval.linear import linear_probe
 
     run_dir = Path(run_dir)
     cfg, method = run = load_run(run_dir, readout=readout)
-    sel = dict(run=run, encoder=encoder, readout=readout)
+    sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset))
     train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, **sel)
+    test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; kNN and linear evaluation need a labelled dataset")
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": kind, "run": str(run_dir), "method": cfg.method, "dataset": dataset,
-                              "subset": subset, "encoder": encoder or "default", "readout": readout or {},
-                              "features": list(types), "default_feature": default}
+                              "split": split, "subset": subset, "encoder": encoder or "default",
+                              "readout": readout or {}, "features": list(types), "default_feature": default}
     for ft in types:
         if kind == "knn":
             r = knn_classify(train_f[ft], train_y, test_f[ft], test_y, **kwargs)
@@ -133,7 +157,7 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
         result[ft] = r
         result[f"top1_{ft}"] = r["top1"]
     result["top1"] = result[f"top1_{default}"]
-    write_json(result_path(run_dir, kind, dataset, encoder, readout), result)
+    write_json(result_path(run_dir, kind, dataset, encoder, readout, split), result)
     return result
 
 
@@ -152,14 +176,14 @@ def lowshot_indices(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor
 
 def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] = (10, 100), draws: int = 5,
                      root: str | None = None, seed: int = 0, epochs: int = 100, encoder: str | None = None,
-                     readout: dict[str, Any] | None = None) -> dict[str, Any]:
+                     readout: dict[str, Any] | None = None, split: str = "test") -> dict[str, Any]:
     """Linear probe on n labelled images per class, mean ± std over `draws` seeded draws.
 
     Draw d of a shot count takes `lowshot_indices(train_y, n, seed·1000 + d)` and a probe seeded d, so the
     draws are the same for every run (runs are compared on the same images). Writes and returns
     {str(n): {feature: {"mean", "std", "draws"}}, "top1": {str(n): the default feature's mean}, ...}, one
     entry per feature the method has (`feature_types`); "std" is over the draws. `encoder`, `readout`: as in
-    `run_features`.
+    `run_features`; `split`: as in `evaluate`.
     """
     from byon.eval.linear import linear_probe
 
@@ -169,14 +193,14 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
         raise ByonError(f"low-shot needs draws >= 1 and epochs >= 1, got {draws} and {epochs}")
     run_dir = Path(run_dir)
     cfg, method = run = load_run(run_dir, readout=readout)
-    sel = dict(run=run, encoder=encoder, readout=readout)
+    sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset))
     train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed, **sel)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, **sel)
+    test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; low-shot evaluation needs a labelled dataset")
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
-                              "shots": list(shots), "draws": draws, "epochs": epochs, "seed": seed,
+                              "split": split, "shots": list(shots), "draws": draws, "epochs": epochs, "seed": seed,
                               "encoder": encoder or "default", "readout": readout or {}, "features": list(types),
                               "default_feature": default}
     for n in shots:
@@ -193,7 +217,7 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
             result[str(n)][ft] = {"mean": float(t.mean()), "std": float(t.std()) if draws > 1 else 0.0,
                                   "draws": accs}
     result["top1"] = {str(n): result[str(n)][default]["mean"] for n in shots}
-    write_json(result_path(run_dir, "lowshot", dataset, encoder, readout), result)
+    write_json(result_path(run_dir, "lowshot", dataset, encoder, readout, split), result)
     return result
 
 
@@ -207,10 +231,10 @@ def grid_features(blocks: int, cls: bool = True) -> tuple[str, ...]:
 def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
                          seed: int = 0, blrs: tuple[float, ...] | None = None, blocks: int = 4,
                          encoder: str | None = None, readout: dict[str, Any] | None = None,
-                         **kwargs: Any) -> dict[str, Any]:
+                         split: str = "test", **kwargs: Any) -> dict[str, Any]:
     """DINOv2-style linear evaluation: heads for every feature type × base lr trained in one pass over the
-    cached features (`probe_grid`); writes eval/linear-grid-<dataset>.json. `top1` is the best head's.
-    `encoder`, `readout`: as in `run_features`."""
+    cached features (`probe_grid`); writes eval/linear-grid-<dataset>.json. `top1` is the best head's, picked on
+    `split` (as in `evaluate`; 'val' makes the pick an honest one). `encoder`, `readout`: as in `run_features`."""
     from byon.eval.linear import GRID_BLRS, probe_grid
     from byon.export import select_encoder
 
@@ -221,9 +245,9 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
     cfg, method = run = load_run(run_dir, readout=readout)
     n = min(blocks, len(select_encoder(method, encoder=encoder).blocks))
     features = grid_features(n, cls="cls" in feature_types(method))
-    sel = dict(run=run, encoder=encoder, readout=readout, blocks=blocks)
+    sel = dict(run=run, encoder=encoder, readout=readout, blocks=blocks, val=holdout(cfg, split, dataset))
     train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
-    test_f, test_y = run_features(run_dir, dataset, "test", root, None, seed, **sel)
+    test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
     if train_y is None or test_y is None:
         raise ByonError(f"dataset '{dataset}' has no labels; linear evaluation needs a labelled dataset")
     for f in (train_f, test_f):
@@ -232,7 +256,7 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
     result: dict[str, Any] = {"eval": "linear-grid", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "subset": subset, "seed": seed, "encoder": encoder or "default", "readout": readout or {},
                               "features": list(features), "last_blocks": n,
-                              "blrs": list(blrs or GRID_BLRS), "selected_on": "test",
+                              "blrs": list(blrs or GRID_BLRS), "selected_on": split,
                               "top1": grid["best"]["top1"]} | grid
-    write_json(result_path(run_dir, "linear-grid", dataset, encoder, readout), result)
+    write_json(result_path(run_dir, "linear-grid", dataset, encoder, readout, split), result)
     return result

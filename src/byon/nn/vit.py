@@ -28,6 +28,9 @@ PRESETS: dict[str, tuple[int | None, int, int, int, int, float]] = {
 }
 
 
+POS_EMBEDS = ("sincos", "learned")
+
+
 @dataclass(frozen=True)
 class EncoderShape:
     img_size: int
@@ -38,6 +41,7 @@ class EncoderShape:
     num_heads: int
     mlp_ratio: float
     drop_path: float = 0.0
+    pos_embed: str = "sincos"  # sincos: fixed 2-D sin-cos (MAE) | learned: a trained table (ViT, timm)
 
     @property
     def grid(self) -> int:
@@ -67,7 +71,10 @@ def resolve_shape(model_cfg, img_size: int, in_chans: int) -> EncoderShape:
         num_heads=pick(model_cfg.num_heads, p_heads),
         mlp_ratio=pick(model_cfg.mlp_ratio, p_mlp),
         drop_path=model_cfg.drop_path,
+        pos_embed=model_cfg.pos_embed,
     )
+    if shape.pos_embed not in POS_EMBEDS:
+        raise unknown("model.pos_embed", shape.pos_embed, POS_EMBEDS)
     if shape.in_chans != in_chans:
         raise ByonError(f"the model expects {shape.in_chans} channels but the dataset has {in_chans}; "
                         f"drop model.in_chans or set it to {in_chans}")
@@ -110,7 +117,8 @@ def attention_weights(block: nn.Module, x: Tensor) -> Tensor:
 
 
 class ViTEncoder(VisionTransformer):
-    """ViT with CLS token (class_token=False: none, as I-JEPA), fixed 2-D sin-cos positions and MIM hooks.
+    """ViT with CLS token (class_token=False: none, as I-JEPA), 2-D sin-cos positions (fixed; or a learned table,
+    `shape.pos_embed`) and MIM hooks.
 
     Hooks: `embed` (mask embedding substitution, keep-index subsets), `forward_tokens` (intermediate
     block outputs, per-block callbacks, attention weights), `features` (CLS / mean-of-patches).
@@ -126,7 +134,10 @@ class ViTEncoder(VisionTransformer):
         )
         self.shape = shape
         pe = sincos_2d(shape.embed_dim, shape.grid, shape.grid, cls_token=class_token)
-        self.pos_embed = nn.Parameter(pe, requires_grad=False)
+        learned = shape.pos_embed == "learned"
+        if learned:
+            pe = nn.init.trunc_normal_(torch.empty_like(pe), std=0.02)  # ViT's learned table, timm's init
+        self.pos_embed = nn.Parameter(pe, requires_grad=learned)
         init_mae_(self)
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))

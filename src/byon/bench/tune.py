@@ -1,0 +1,224 @@
+"""`byon bench tune`: a hyper-parameter grid scored on the held-out val split, never on test (benchmarks/README.md).
+
+Each cell pretrains on the training split minus the protocol's `val_size` held-out images and scores kNN and the
+linear probe on those images. The screen runs every cell for `epochs` (cheap); the confirm stage re-runs the
+`confirm` best screen cells at the protocol's full length; the winner is the best confirmed cell by val linear
+top-1 (val kNN breaks ties). One JSON per cell, a Markdown table per method; every part resumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from byon.bench.quality import PROTOCOLS, pretrain_and_evaluate
+from byon.errors import ByonError, unknown
+from byon.rundir import write_json
+
+STAGES = ("screen", "confirm", "all")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid dimension: `name` and its values, each a label and the `--set` strings it applies."""
+
+    name: str
+    values: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _split_top(text: str) -> list[str]:
+    """'1,[0.6,1],x' → ['1', '[0.6,1]', 'x']: commas inside brackets do not split."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[({"
+        depth -= ch in "])}"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def _label(value: Any) -> str:
+    """A file-name-safe label of a value: [0.6, 1.0] → '0.6-1.0'."""
+    text = "-".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+_-]", "", text.replace(" ", ""))
+
+
+def _set_string(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value) if isinstance(value, list | tuple | bool) else value}"
+
+
+def parse_axis(spec: str) -> Axis:
+    """'optim.blr=1.5e-4,5e-4' → an axis over one key (values split at commas outside brackets)."""
+    key, sep, values = spec.partition("=")
+    if not sep or "." not in key or not values.strip():
+        raise ByonError(f"--grid takes SECTION.KEY=V1,V2,... (e.g. optim.blr=1.5e-4,5e-4), got '{spec}'")
+    vals = _split_top(values)
+    return Axis(key.strip(), tuple((_label(_yaml_value(v)), (f"{key.strip()}={v}",)) for v in vals))
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_grid_file(path: Path) -> list[Axis]:
+    """A YAML grid: `axes: {NAME: [v1, v2] | {label: {section.key: value, ...}, ...}}`. A list axis is over the
+    key NAME; a mapping axis names bundles of settings (e.g. an augmentation: crop scale and ratio together)."""
+    if not path.is_file():
+        raise ByonError(f"--grid-file '{path}' not found")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ByonError(f"--grid-file {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    axes = doc.get("axes") if isinstance(doc, dict) else None
+    if not isinstance(axes, dict) or not axes:
+        raise ByonError(f"--grid-file {path}: needs a non-empty 'axes:' mapping (see configs/tune/)")
+    out = []
+    for name, spec in axes.items():
+        if isinstance(spec, list) and spec:
+            out.append(Axis(name, tuple((_label(v), (_set_string(name, v),)) for v in spec)))
+        elif isinstance(spec, dict) and spec and all(isinstance(b, dict) for b in spec.values()):
+            out.append(Axis(name, tuple((_label(lbl), tuple(_set_string(k, v) for k, v in b.items()))
+                                        for lbl, b in spec.items())))
+        else:
+            raise ByonError(f"--grid-file {path}: axis '{name}' must be a list of values or a mapping of labels to "
+                            f"settings")
+    return out
+
+
+def cells(axes: list[Axis]) -> list[tuple[str, tuple[str, ...]]]:
+    """The cartesian product: (name, --set strings) per cell; name = axis=label joined by '_'."""
+    out = []
+    for combo in itertools.product(*(a.values for a in axes)):
+        name = "_".join(f"{a.name.split('.')[-1]}={lbl}" for a, (lbl, _) in zip(axes, combo))
+        out.append((name or "base", tuple(s for _, sets in combo for s in sets)))
+    return out
+
+
+def _score(rec: dict[str, Any]) -> tuple[float, float]:
+    """Selection key: val linear top-1, then val kNN (the method's default feature)."""
+    return rec["metrics"]["linear"], rec["metrics"]["knn"]
+
+
+def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, results: Path,
+               root: str | None = None, extra: list[str] | None = None, epochs: int | None = None,
+               confirm: int = 2, seed: int = 0, stage: str = "all", shard: tuple[int, int] = (0, 1),
+               config: Path | None = None) -> list[Path]:
+    """Run the grid for every method; returns the tables written (results/tune/<protocol>/<method>.md).
+
+    epochs: the screen's length (default the protocol's: then the screen is the confirmation); confirm: how
+    many of the best screen cells to re-run at the protocol's epochs; stage: screen | confirm | all; shard
+    (i, n): this process runs cells i, i + n, ... of each stage (two processes share a 2-core machine), and the
+    confirm stage needs every screen cell done. `extra`: `--set` strings applied to every cell (before the
+    cell's own); `config`: a YAML config applied under the protocol (e.g. a method's paper recipe)."""
+    from byon.methods import METHODS
+
+    if protocol not in PROTOCOLS:
+        raise unknown("protocol", protocol, PROTOCOLS)
+    if stage not in STAGES:
+        raise unknown("stage", stage, STAGES)
+    p = PROTOCOLS[protocol]
+    if not axes:
+        raise ByonError("bench tune needs a grid: --grid SECTION.KEY=V1,V2 and/or --grid-file FILE.yaml")
+    i, n = shard
+    if not 0 <= i < n:
+        raise ByonError(f"--shard I/N needs 0 <= I < N, got {i}/{n}")
+    if epochs is not None and epochs < 1:
+        raise ByonError(f"--epochs of the screen must be at least 1, got {epochs}")
+    full = p.epochs
+    screen_epochs = full if epochs is None else epochs
+    grid = cells(axes)
+    base = [f"data.val_size={p.val_size}", *(extra or [])]
+    tables = []
+    for m in methods:
+        if m not in METHODS and config is None:
+            raise unknown("method", m, list(METHODS))
+        where = results / "tune" / protocol / m
+        run_root = runs / "tune" / protocol / m
+
+        def run(cell: str, sets: tuple[str, ...], ep: int, m: str = m, where: Path = where,
+                run_root: Path = run_root) -> Path:
+            name = f"{cell}-e{ep}-seed{seed}"
+            return pretrain_and_evaluate(m, seed, protocol, run_root / name, where / f"{name}.json", f"{m}:{cell}",
+                                         root, [*base, *sets], ep, config, split="val", lowshot=False)
+
+        if stage in ("screen", "all"):
+            for k, (cell, sets) in enumerate(grid):
+                if k % n == i:
+                    run(cell, sets, screen_epochs)
+        done = {cell: where / f"{cell}-e{screen_epochs}-seed{seed}.json" for cell, _ in grid}
+        if not all(f.is_file() for f in done.values()):
+            missing = [c for c, f in done.items() if not f.is_file()]
+            print(f"{m}: {len(missing)} screen cell(s) not finished yet (another shard?): {', '.join(missing[:4])}")
+            continue
+        screen = {c: json.loads(f.read_text()) for c, f in done.items()}
+        ranked = sorted(screen, key=lambda c: _score(screen[c]), reverse=True)
+        top = ranked[:confirm] if screen_epochs != full else ranked[:1]
+        sets_of = dict(grid)
+        confirmed: dict[str, dict[str, Any]] = {}
+        if screen_epochs != full and stage in ("confirm", "all"):
+            for k, c in enumerate(top):
+                if k % n == i:
+                    run(c, sets_of[c], full)
+        if screen_epochs == full:
+            confirmed = {c: screen[c] for c in top}
+        else:
+            paths = {c: where / f"{c}-e{full}-seed{seed}.json" for c in top}
+            confirmed = {c: json.loads(f.read_text()) for c, f in paths.items() if f.is_file()}
+        winner = max(confirmed, key=lambda c: _score(confirmed[c])) if len(confirmed) == len(top) else None
+        table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
+                           sets_of)
+        path = results / "tune" / protocol / f"{m}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(table)
+        if winner is not None:
+            write_json(results / "tune" / protocol / f"{m}-winner.json",
+                         {"method": m, "protocol": protocol, "cell": winner, "sets": [*base, *sets_of[winner]],
+                          "val": confirmed[winner]["metrics"], "selected_by": "val linear top-1, then val kNN",
+                          "screen_epochs": screen_epochs, "epochs": full})
+        tables.append(path)
+    return tables
+
+
+def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], screen: dict[str, dict[str, Any]],
+               screen_epochs: int, confirmed: dict[str, dict[str, Any]], full: int, winner: str | None,
+               base: list[str], sets_of: dict[str, tuple[str, ...]]) -> str:
+    """Markdown: the screen's cells by val linear top-1, the confirmation runs, the winner and its settings."""
+    def row(c: str, r: dict[str, Any]) -> str:
+        mt = r["metrics"]
+        return (f"| {c} | {mt['linear']:.2f} | {mt['knn']:.2f} | {mt.get('linear_cls') or float('nan'):.2f} | "
+                f"{mt.get('knn_cls') or float('nan'):.2f} | {r.get('images_per_s') or 0:.0f} |")
+
+    head = ["| cell | val linear | val kNN | val linear CLS | val kNN CLS | img/s |", "|---|---|---|---|---|---|"]
+    lines = [f"# Tuning {method} on {protocol}: val split", "",
+             f"Pretraining on the training split minus {val_size} held-out images (stratified, `data.val_size`); "
+             f"kNN and linear top-1 of the method's default feature on those {val_size} images. Selection: val "
+             f"linear, then val kNN; the test split is not read. Axes: "
+             + "; ".join(f"`{a.name}` ∈ {{{', '.join(lbl for lbl, _ in a.values)}}}" for a in axes) + ".",
+             "", f"## Screen ({screen_epochs} epochs)", "", *head]
+    lines += [row(c, screen[c]) for c in sorted(screen, key=lambda c: _score(screen[c]), reverse=True)]
+    if screen_epochs != full:
+        lines += ["", f"## Confirmation ({full} epochs, the best {len(sets_of) and len(confirmed)} screen cells)", "",
+                  *head]
+        lines += [row(c, confirmed[c]) for c in sorted(confirmed, key=lambda c: _score(confirmed[c]), reverse=True)]
+    if winner is not None:
+        lines += ["", f"**Winner: `{winner}`** — `--set {' '.join([*base, *sets_of[winner]])}`"]
+    else:
+        lines += ["", "Winner: not yet (confirmation runs unfinished)."]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Axis", "bench_tune", "cells", "load_grid_file", "parse_axis", "tune_table"]

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from byon.bench.tune import Axis, bench_tune, cells, load_grid_file, parse_axis
+from byon.errors import ByonError
+
+
+def test_parse_axis_keeps_lists_whole_and_labels_them():
+    ax = parse_axis("data.crop_scale=[1,1],[0.6,1.0]")
+    assert ax.values == (("1-1", ("data.crop_scale=[1,1]",)), ("0.6-1.0", ("data.crop_scale=[0.6,1.0]",)))
+    with pytest.raises(ByonError, match="SECTION.KEY"):
+        parse_axis("blr=1,2")
+
+
+def test_grid_file_bundles_and_cartesian_cells(tmp_path):
+    f = tmp_path / "g.yaml"
+    f.write_text("axes:\n  aug:\n    none: {data.crop_scale: [1.0, 1.0], data.crop_ratio: [1.0, 1.0]}\n"
+                 "    crop: {data.crop_scale: [0.6, 1.0]}\n  data.hflip: [true, false]\n")
+    axes = load_grid_file(f)
+    got = cells(axes)
+    assert [c for c, _ in got] == ["aug=none_hflip=True", "aug=none_hflip=False", "aug=crop_hflip=True",
+                                   "aug=crop_hflip=False"]
+    assert got[0][1] == ("data.crop_scale=[1.0, 1.0]", "data.crop_ratio=[1.0, 1.0]", "data.hflip=true")
+    f.write_text("axes: []\n")
+    with pytest.raises(ByonError, match="axes"):
+        load_grid_file(f)
+
+
+def test_tune_scores_on_val_confirms_the_best_and_names_a_winner(tmp_path):
+    axes = [Axis("optim.blr", (("a", ("optim.blr=1e-3",)), ("b", ("optim.blr=1e-4",)))),
+            parse_axis("data.hflip=true,false")]
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    # the smoke protocol trains 1 epoch: a 1-epoch screen is already full length, so the best cell wins as is
+    [table] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=3"])
+    where = results / "tune" / "smoke" / "mae"
+    recs = {p.name: json.loads(p.read_text()) for p in where.glob("*.json")}
+    assert len(recs) == 4
+    for r in recs.values():
+        assert r["metrics"]["split"] == "val" and "lowshot10" not in r["metrics"]
+        assert r["config"]["data"]["val_size"] == 400
+        assert "lowshot" not in r["metrics"]["protocol"]
+    best = max(recs.values(), key=lambda r: (r["metrics"]["linear"], r["metrics"]["knn"]))
+    winner = json.loads((results / "tune" / "smoke" / "mae-winner.json").read_text())
+    score = lambda m: (m["linear"], m["knn"])  # noqa: E731
+    assert score(winner["val"]) == score(best["metrics"])
+    assert winner["cell"] in {r["name"].split(":", 1)[1] for r in recs.values()}
+    assert f"**Winner: `{winner['cell']}`**" in table.read_text()
+    # no test-split evaluation was written in any run directory
+    assert not list(runs.glob("**/eval/*-synthetic.json"))
+    assert len(list(runs.glob("**/eval/knn-synthetic-val.json"))) == 4
+
+
+def test_tune_shards_split_the_cells(tmp_path):
+    axes = [parse_axis("optim.blr=1e-3,1e-4")]
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], shard=(0, 2)) == []
+    assert len(list((results / "tune" / "smoke" / "mae").glob("*.json"))) == 1
+    [table] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], shard=(1, 2))
+    assert "Winner" in table.read_text()
