@@ -95,3 +95,19 @@ def test_ian_is_reproducible_from_the_generator():
     S = torch.rand(4, 9)
     a, b = ian(S, torch.Generator().manual_seed(7)), ian(S, torch.Generator().manual_seed(7))
     assert torch.equal(a.t, b.t) and torch.equal(a.eta, b.eta)
+
+
+def test_spread_eta_carries_how_unevenly_saliency_falls_while_mean_cannot():
+    N = 16
+    flat = torch.ones(1, N)  # attention spread evenly
+    peaked = torch.full((1, N), 0.2)
+    peaked[0, 0] = 1 + 0.8 * (N - 1)  # one dominant token; mean_j S_j = 1 as row-softmax saliency always has
+    S = torch.cat([flat, peaked])
+    mean = ian(S, torch.Generator().manual_seed(0), eta_stat="mean", perturb=0.0)
+    spread = ian(S, torch.Generator().manual_seed(0), eta_stat="spread", perturb=0.0)
+    # same draws: the paper's η is identical for both images up to the noise term; spread's differs by Δη·std
+    noise = mean.eta - 0.8 * S.mean(dim=1)
+    torch.testing.assert_close(spread.eta - noise, 0.8 * (S.mean(dim=1) + S.std(dim=1, unbiased=False)))
+    assert float(spread.eta[1] - spread.eta[0]) > 2.0 and torch.equal(mean.t, spread.t)
+    with pytest.raises(ByonError, match="eta"):
+        ian(S, torch.Generator().manual_seed(0), eta_stat="max")

@@ -16,6 +16,10 @@ from torch import Tensor
 from byon.errors import unknown
 
 SALIENCY_SCALES = ("sqrt", "none")
+# eq. 8's image statistic. mean: the paper's Δη·mean_j S̃_j — but mean_j S_j = 1 exactly (row-softmax column sums),
+# so η then carries no image information (only the perturbation and noise vary). spread: Δη·(mean_j S̃_j +
+# std_j S̃_j), which adds how unevenly attention falls on the image's tokens (our variant, a switch).
+IAN_ETAS = ("mean", "spread")
 
 
 def token_saliency(X: Tensor, scale: str = "sqrt") -> Tensor:
@@ -49,14 +53,16 @@ class IANOutput:
 
 def ian(S: Tensor, generator: torch.Generator, lambda_ian: float = 0.1, delta: float = 1.25,
         t_min: float = 0.0, t_max: float = 1.0, num_timesteps: int = 1000, delta_eta: float = 0.8,
-        perturb: float = 0.5) -> IANOutput:
+        perturb: float = 0.5, eta_stat: str = "mean") -> IANOutput:
     """Per-image timestep and noise scale from token saliency S: (B, N).
 
     S̃_j = S_j + U(0, perturb)                      (section 3.4.1)
     y   = mean_j 1(S̃_j > δ)                         (eq. 6)
     τ   = clip(λ_ian·y + d, T_min, T_max), d ~ U(0, 1) (eq. 7, normalised); t = round(τ·(T − 1))
-    η   = Δη·mean_j S̃_j + mean_j n_j, n_j ~ N(0, 1)   (eq. 8)
+    η   = Δη·mean_j S̃_j + mean_j n_j, n_j ~ N(0, 1)   (eq. 8; eta_stat "spread": Δη·(mean_j S̃_j + std_j S̃_j) + …)
     """
+    if eta_stat not in IAN_ETAS:
+        raise unknown("IAN eta statistic", eta_stat, IAN_ETAS)
     B, N = S.shape
     dev = generator.device
     s_tilde = S.float() + torch.rand(B, N, generator=generator, device=dev) * perturb
@@ -65,8 +71,11 @@ def ian(S: Tensor, generator: torch.Generator, lambda_ian: float = 0.1, delta: f
     tau = (lambda_ian * y + d).clamp(t_min, t_max)
     t = torch.round(tau * (num_timesteps - 1)).long()
     n = torch.randn(B, N, generator=generator, device=dev)
-    eta = delta_eta * s_tilde.mean(dim=1) + n.mean(dim=1)
+    stat = s_tilde.mean(dim=1)
+    if eta_stat == "spread":
+        stat = stat + s_tilde.std(dim=1, unbiased=False)
+    eta = delta_eta * stat + n.mean(dim=1)
     return IANOutput(t=t, tau=tau, eta=eta, y=y, s_tilde=s_tilde)
 
 
-__all__ = ["SALIENCY_SCALES", "IANOutput", "ian", "token_saliency"]
+__all__ = ["IAN_ETAS", "SALIENCY_SCALES", "IANOutput", "ian", "token_saliency"]

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from byon.corruption.diffusion import SCHEDULES, DDPMSchedule
 from byon.corruption.masking import TokenMask, check_ratio, random_masking
 from byon.corruption.patches import denorm_pix, norm_pix, patchify, unpatchify
-from byon.corruption.saliency import SALIENCY_SCALES, IANOutput, ian, token_saliency
+from byon.corruption.saliency import IAN_ETAS, SALIENCY_SCALES, IANOutput, ian, token_saliency
 from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import SUE_SIGNS, bootstrap_cosine, masked_mse, sue_weight
@@ -52,6 +52,7 @@ class BYONConfig:
     lambda_ian: float = 0.1  # appendix E's λ
     delta: float = 1.25
     delta_eta: float = 0.8
+    ian_eta: str = "mean"  # mean: eq. 8 as printed (no image information, see saliency.IAN_ETAS) | spread
     t_min: float = 0.0
     t_max: float = 1.0
     # SUE (item 9, eqs. 1–2)
@@ -77,7 +78,7 @@ class BYONConfig:
         check_ratio(self.mask_ratio, "byon.mask_ratio")
         choices = {"views": ("same", "two"), "encoder_tokens": ("full", "visible"),
                    "decoders": ("shared", "two"), "decoder_cond": CONDITIONINGS,
-                   "saliency_scale": SALIENCY_SCALES, "sue_sign": SUE_SIGNS, "schedule": SCHEDULES}
+                   "saliency_scale": SALIENCY_SCALES, "ian_eta": IAN_ETAS, "sue_sign": SUE_SIGNS, "schedule": SCHEDULES}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise unknown(f"byon.{name}", getattr(self, name), valid)
@@ -158,7 +159,7 @@ class BYON(nn.Module):
             with torch.no_grad():
                 S = token_saliency(self.encoder.patch_embeddings(images), cfg.saliency_scale)
             out = ian(S, g, cfg.lambda_ian, cfg.delta, cfg.t_min, cfg.t_max, cfg.num_timesteps,
-                      cfg.delta_eta, cfg.saliency_perturb)
+                      cfg.delta_eta, cfg.saliency_perturb, cfg.ian_eta)
             t, eta = out.t, out.eta
         else:
             t, eta = self.diffusion.sample_t(B, g), torch.ones(B, device=x.device)
