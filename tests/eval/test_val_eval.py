@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from byon.config import load_config
 from byon.engine.run import train
 from byon.errors import ByonError
 from byon.eval.frozen import evaluate
+from byon.methods import load_config
 
 
 def _run(tmp_path, tiny_overrides, val_size):
