@@ -180,8 +180,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
+    recipes = None if a.recipes == "none" else Path(a.recipes)
     for path in bench_quality(a.protocol, methods, seeds, Path(a.runs), Path(a.results), a.data_root, a.set,
-                              a.tag):
+                              a.tag, recipes):
         print(path)
     return 0
 
@@ -475,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root")
     q.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
     q.add_argument("--tag", help="name runs and results <method>-<tag>-seed<s> (a variant kept apart)")
+    q.add_argument("--recipes", default="configs",
+                   help="folder of method recipes applied under the protocol: DIR/<method>.yaml or "
+                        "DIR/<method>/default.yaml (the val-tuned ones in configs/); 'none': built-in recipes")
     q.set_defaults(fn=cmd_bench)
     w = bsub.add_parser("sweep", help="run a set of config files (an ablation) and tabulate them")
     w.add_argument("--configs", nargs="+", required=True, help="e.g. configs/byon/ablation/*.yaml")

@@ -117,6 +117,16 @@ def test_report_renders_tables_from_the_jsons(tmp_path):
     assert "| mae | 0,1 | 81.00 ± 1.41 | 85.00 ± 0.00 |" in text
     assert "| ijepa | 0 | 70.00 | 75.00 | — | — | — | 70.00 | — | 75.00 |" in text
     assert (tmp_path / "p-accuracy-vs-time.png").stat().st_size > 1000
+    # an earlier protocol version renders after the current one, labelled; the tuned settings precede v2's table
+    (tmp_path / "results" / "p-v1").mkdir()
+    (tmp_path / "results" / "p-v1" / "mae-seed0.json").write_text((results / "mae-seed0.json").read_text())
+    (tmp_path / "results" / "tune" / "p").mkdir(parents=True)
+    (tmp_path / "results" / "tune" / "p" / "mae-winner.json").write_text(json.dumps(
+        {"method": "mae", "sets": ["data.val_size=10", "optim.blr=1e-3"], "val": {"linear": 90.0, "knn": 89.0},
+         "screen_epochs": 2, "epochs": 8}))
+    text = render(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
+    v2, v1 = text.index("## p: protocol v2"), text.index("## p-v1: protocol v1, untuned")
+    assert v2 < text.index("| mae | `optim.blr=1e-3` | 90.00 | 89.00 | 2 / 8 |") < v1
 
 
 def test_train_time_of_a_resumed_run_comes_from_the_rates_logged_over_the_whole_run(tmp_path):
@@ -132,3 +142,19 @@ def test_train_time_of_a_resumed_run_comes_from_the_rates_logged_over_the_whole_
     old = resumed | {"wall_time_s": None}
     out = _train_time(tmp_path, old)
     assert out["wall_time_s"] == round(20 * 10 / 75.0, 2) and "wall_time_estimated" in out
+
+
+def test_quality_applies_the_method_recipe_from_the_recipes_folder(tmp_path, smoke):
+    recipes = tmp_path / "configs"
+    (recipes / "byon").mkdir(parents=True)
+    (recipes / "mae.yaml").write_text("method: mae\nmae: {mask_ratio: 0.5}\noptim: {blr: 1.0e-3}\n")
+    (recipes / "byon" / "default.yaml").write_text("method: byon\nbyon: {mask_ratio: 0.5}\n")
+    assert quality.recipe_file(recipes, "mae") == recipes / "mae.yaml"
+    assert quality.recipe_file(recipes, "byon") == recipes / "byon" / "default.yaml"
+    assert quality.recipe_file(recipes, "simmim") is None and quality.recipe_file(None, "mae") is None
+    [path] = bench_quality("smoke", ["mae"], [0], tmp_path / "runs", tmp_path / "results",
+                           extra=["train.max_steps=2"], recipes=recipes)
+    rec = json.loads(path.read_text())
+    # the recipe applies under the protocol: its own settings, the protocol's data/encoder/epochs
+    assert rec["config"]["mae"]["mask_ratio"] == 0.5 and rec["config"]["optim"]["blr"] == 1e-3
+    assert rec["config"]["data"]["dataset"] == "synthetic" and rec["config"]["model"]["preset"] == "vit-test"

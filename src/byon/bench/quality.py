@@ -249,10 +249,23 @@ def run_pixels(protocol: str, results: Path, root: str | None = None) -> Path:
     return out_json
 
 
+def recipe_file(recipes: Path | None, method: str) -> Path | None:
+    """The method's recipe under `recipes` (the val-tuned configs/<method>.yaml, or configs/<method>/default.yaml),
+    or None: the method's built-in (paper) recipe."""
+    if recipes is None:
+        return None
+    for path in (recipes / f"{method}.yaml", recipes / method / "default.yaml"):
+        if path.is_file():
+            return path
+    return None
+
+
 def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, runs: Path, results: Path,
-                  root: str | None = None, extra: list[str] | None = None, tag: str | None = None) -> list[Path]:
+                  root: str | None = None, extra: list[str] | None = None, tag: str | None = None,
+                  recipes: Path | None = None) -> list[Path]:
     """`tag`: runs and results named <method>-<tag>-seed<s> instead of <method>-seed<s> (a variant of the
-    protocol that should not meet the plain runs)."""
+    protocol that should not meet the plain runs). `recipes`: a folder of method configs applied under the
+    protocol (`recipe_file`; protocol v2 uses configs/, the val-tuned recipes); None: the built-in recipes."""
     from byon.methods import METHODS
 
     if protocol not in PROTOCOLS:
@@ -267,7 +280,8 @@ def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, ru
             done += [run_method("mae", s, protocol, runs, results, root, epochs=0, tag=name) for s in seeds]
         elif m in METHODS:
             name = None if tag is None else f"{m}-{tag}"
-            done += [run_method(m, s, protocol, runs, results, root, extra, tag=name) for s in seeds]
+            done += [run_method(m, s, protocol, runs, results, root, extra, tag=name,
+                                config=recipe_file(recipes, m)) for s in seeds]
         else:
             raise unknown("method", m, list(METHODS) + list(REFERENCES))
     return done

@@ -93,15 +93,42 @@ def plot_accuracy(records: list[dict[str, Any]], path: Path, x: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _version(protocol: str) -> str | None:
+    """'v1' for a results folder 'fmnist-cpu-v1' (an earlier protocol version kept for reference), else None."""
+    head, _, tail = protocol.rpartition("-")
+    return tail if head and tail[:1] == "v" and tail[1:].isdigit() else None
+
+
+def tuned_table(results: Path, protocol: str) -> list[str]:
+    """The val-tuned settings of each method (`byon bench tune`'s <method>-winner.json) with their val scores."""
+    winners = [json.loads(f.read_text()) for f in sorted((results / "tune" / protocol).glob("*-winner.json"))]
+    if not winners:
+        return []
+    lines = ["Tuned hyper-parameters (`byon bench tune`: chosen by val linear top-1, val kNN breaking ties; the "
+             "grids and every cell's scores are in `results/tune/" + protocol + "/<method>.md`):", "",
+             "| method | tuned settings | val linear | val kNN | screen / full epochs |", "|---|---|---|---|---|"]
+    for w in winners:
+        sets = " ".join(f"`{s}`" for s in w["sets"] if not s.startswith(("data.val_size=", "train.num_threads=")))
+        lines.append(f"| {w['method']} | {sets} | {w['val']['linear']:.2f} | {w['val']['knn']:.2f} | "
+                     f"{w['screen_epochs']} / {w['epochs']} |")
+    return [*lines, ""]
+
+
 def render(results: Path, out: Path) -> Path:
     data = load_results(results)
     lines = ["# Results", "", "Rendered by `byon bench report` from the JSONs under "
              f"`{results}/` — do not edit by hand; re-run the benchmark instead.", ""]
-    for protocol, records in sorted(data.items()):
+    # protocol v2 (val-tuned recipes) first; earlier protocol versions (folders <protocol>-v1, ...) after it
+    for protocol, records in sorted(data.items(), key=lambda kv: (_version(kv[0]) is not None, kv[0])):
         envs = sorted({(r.get("hardware") or "unknown hardware", r.get("torch") or "?", (r.get("commit") or "?")[:8])
                        for r in records})
-        lines += [f"## {protocol}", "", "Top-1 (%) on the test split; `kNN`/`linear`/`n-shot` use each method's "
+        version = _version(protocol)
+        title = (f"## {protocol}: protocol {version}, untuned (each method's paper recipe; superseded)" if version
+                 else f"## {protocol}: protocol v2 (recipes tuned on the val split)")
+        lines += [title, "", "Top-1 (%) on the test split; `kNN`/`linear`/`n-shot` use each method's "
                   "default feature (`cls` or `mean`), the other columns name theirs. Mean ± std over seeds.", ""]
+        if version is None:
+            lines += tuned_table(results, protocol)
         lines += protocol_table(records)
         lines += ["", "Measured on: " + "; ".join(f"{h}, torch {t}, commit {c}" for h, t, c in envs), ""]
         if any(r.get("wall_time_estimated") for r in records):
