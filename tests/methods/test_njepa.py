@@ -10,7 +10,7 @@ from byon.methods.njepa import NJEPA
 
 from .common import CONFIGS, INFO, TINY, check_step, make_method, method_from, pretrain_knn, rand_batch, step_ctx
 
-VARIANTS = sorted((CONFIGS / "njepa").rglob("*.yaml"))
+VARIANTS = sorted(p for p in (CONFIGS / "njepa").rglob("*.yaml") if p.stem != "paper")  # paper.yaml: the recipe
 
 
 def make(seed: int = 0, **njepa) -> NJEPA:
