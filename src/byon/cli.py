@@ -234,8 +234,10 @@ def cmd_report(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from byon.bench.report import render
+    from byon.bench.reproduction import render_reproduction
 
     print(render(Path(a.results), Path(a.out)))
+    print(render_reproduction(Path(a.results), "fmnist-cpu", Path(a.out).parent / "byon-reproduction.md"))
     return 0
 
 

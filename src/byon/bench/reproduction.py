@@ -1,0 +1,129 @@
+"""benchmarks/byon-reproduction.md: BYON's ablation tables (paper Tables 1, 4, 6) re-tested under our protocol.
+
+Rendered from the `byon bench sweep` records (results/<protocol>/<folder>-<row>-seed<s>.json, one per seed), next to
+the paper's ImageNet fine-tuning numbers. Each of the paper's orderings is judged on our mean ± std over seeds:
+*confirmed* when our difference has the paper's sign and exceeds 2 standard errors of the difference
+(sqrt(s_a²/n_a + s_b²/n_b)), *reversed* when it has the other sign beyond that, else *not confirmed*.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+# (sweep tag, row label, the paper's ImageNet-1K fine-tune top-1)
+TABLE1 = [
+    ("ablation-contrastive", "contrastive", 80.27),
+    ("ablation-denoise", "denoise", 80.14),
+    ("ablation-denoise_ian", "denoise + IAN", 82.38),
+    ("ablation-denoise_contrastive_sue", "denoise + contrastive + SUE", 82.01),
+    ("ablation-demask", "demask", 82.89),
+    ("ablation-demask_contrastive_sue", "demask + contrastive + SUE", 83.02),
+    ("ablation-demask_denoise", "demask + denoise", 82.86),
+    ("ablation-demask_denoise_ian", "demask + denoise + IAN", 83.16),
+    ("ablation-demask_denoise_contrastive_sue", "demask + denoise + contrastive + SUE", 82.84),
+    ("ablation-full", "full (all five)", 83.56),
+]
+TABLE4 = [("lambda_ian-l0", "λ = 0", 82.94), ("lambda_ian-l01", "λ = 0.1", 83.56),
+          ("lambda_ian-l05", "λ = 0.5", 83.28), ("lambda_ian-l1", "λ = 1", 81.70)]
+TABLE6 = [("mask_ratio-r050_noian", "50 %, w/o IAN", 82.25), ("mask_ratio-r050_ian", "50 %, w/ IAN", 83.04),
+          ("mask_ratio-r060_noian", "60 %, w/o IAN", 82.84), ("mask_ratio-r060_ian", "60 %, w/ IAN", 83.56),
+          ("mask_ratio-r070_noian", "70 %, w/o IAN", 82.77), ("mask_ratio-r070_ian", "70 %, w/ IAN", 83.54)]
+# The orderings each table claims: (better row, worse row) by sweep tag.
+CLAIMS = {
+    "Table 1": [("ablation-full", tag) for tag, _, _ in TABLE1[:-1]]
+    + [("ablation-denoise_ian", "ablation-denoise"), ("ablation-demask_denoise_ian", "ablation-demask_denoise")],
+    "Table 4": [("lambda_ian-l01", tag) for tag in ("lambda_ian-l0", "lambda_ian-l05", "lambda_ian-l1")],
+    "Table 6": [(f"mask_ratio-r0{r}_ian", f"mask_ratio-r0{r}_noian") for r in (50, 60, 70)],
+}
+TABLES = {"Table 1": TABLE1, "Table 4": TABLE4, "Table 6": TABLE6}
+METRICS = ("finetune", "linear", "knn", "lowshot10")
+
+
+def load_rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """sweep tag → its records (one per seed), from results/<protocol>/<tag>[-<hash>]-seed<s>.json."""
+    tags = {tag for table in TABLES.values() for tag, _, _ in table}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for f in sorted(folder.glob("*-seed*.json")):
+        rec = json.loads(f.read_text())
+        name = rec.get("name", "")
+        if name in tags:
+            out.setdefault(name, []).append(rec)
+    return out
+
+
+def mean_std(xs: list[float]) -> tuple[float, float, int]:
+    n = len(xs)
+    m = sum(xs) / n
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else float("nan")
+    return m, s, n
+
+
+def verdict(a: list[float], b: list[float], paper_sign: float) -> tuple[str, float]:
+    """Is mean(a) − mean(b) of the paper's sign beyond 2 standard errors? → (verdict, our difference)."""
+    (ma, sa, na), (mb, sb, nb) = mean_std(a), mean_std(b)
+    diff = ma - mb
+    if na < 2 or nb < 2:
+        return "one seed: not judged", diff
+    se = math.sqrt(sa**2 / na + sb**2 / nb)
+    if diff * paper_sign > 2 * se:
+        return "confirmed", diff
+    if diff * paper_sign < -2 * se:
+        return "reversed", diff
+    return "not confirmed", diff
+
+
+def _fmt(xs: list[float]) -> str:
+    if not xs:
+        return "—"
+    m, s, n = mean_std(xs)
+    return f"{m:.2f}" if n == 1 else f"{m:.2f} ± {s:.2f}"
+
+
+def render_reproduction(results: Path, protocol: str, out: Path) -> Path:
+    """Write `out` from results/<protocol>/ (the sweeps) and results/tune/<protocol>/byon.md (the val screen)."""
+    rows = load_rows(results / protocol)
+    metric = next((m for m in METRICS if rows and all(r["metrics"].get(m) is not None
+                                                         for recs in rows.values() for r in recs)), "linear")
+    values = {tag: [r["metrics"][metric] for r in recs if r["metrics"].get(metric) is not None]
+              for tag, recs in rows.items()}
+    lines = ["# BYON: the paper's ablations re-tested", "",
+             f"Rendered by `byon bench report` from `{results}/{protocol}/` (the `byon bench sweep` records) — do not "
+             "edit by hand. Ours: top-1 (%) on the test split under the `" + protocol + "` protocol, mean ± std over "
+             f"seeds; verdicts use **{metric}** (the first of {', '.join(METRICS)} that every row has). The paper's "
+             "numbers are ViT-B/16 ImageNet-1K fine-tuning. A paper ordering is *confirmed* when our difference has "
+             "its sign and exceeds 2 standard errors of the difference, *reversed* when it has the other sign beyond "
+             "that, else *not confirmed*.", ""]
+    for title, table in TABLES.items():
+        lines += [f"## {title}", "", "| row | paper | ours: linear | ours: kNN | ours: 10-shot | ours: fine-tune | "
+                  "seeds |", "|---|---|---|---|---|---|---|"]
+        for tag, label, paper in table:
+            recs = rows.get(tag, [])
+            cols = [_fmt([r["metrics"][k] for r in recs if r["metrics"].get(k) is not None])
+                    for k in ("linear", "knn", "lowshot10", "finetune")]
+            seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"])) or "—"
+            lines.append(f"| {label} | {paper:.2f} | " + " | ".join(cols) + f" | {seeds} |")
+        labels = {tag: label for tag, label, _ in table}
+        paper = {tag: p for tag, _, p in table}
+        lines += ["", "| paper's ordering | paper Δ | our Δ | verdict |", "|---|---|---|---|"]
+        for better, worse in CLAIMS[title]:
+            pd = paper[better] - paper[worse]
+            if values.get(better) and values.get(worse):
+                v, d = verdict(values[better], values[worse], math.copysign(1.0, pd))
+                lines.append(f"| {labels[better]} > {labels[worse]} | {pd:+.2f} | {d:+.2f} | {v} |")
+            else:
+                lines.append(f"| {labels[better]} > {labels[worse]} | {pd:+.2f} | — | not run yet |")
+        lines.append("")
+    screen = results / "tune" / protocol / "byon.md"
+    lines += ["## The val screen that chose the default reading", ""]
+    lines += [screen.read_text().replace("# Tuning", "### Tuning", 1)] if screen.is_file() else \
+        ["Not run yet: `byon bench tune --protocol " + protocol + " --methods byon --grid-file "
+         "configs/tune/byon-reading.yaml` (see benchmarks/README.md)."]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    return out
+
+
+__all__ = ["CLAIMS", "TABLES", "render_reproduction", "verdict"]

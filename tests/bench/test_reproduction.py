@@ -1,0 +1,27 @@
+import json
+
+from byon.bench.reproduction import TABLE1, render_reproduction, verdict
+
+
+def test_verdicts_need_the_papers_sign_beyond_two_standard_errors():
+    assert verdict([80.0, 80.2, 80.1], [79.0, 79.1, 78.9], +1.0) == ("confirmed", 80.1 - 79.0)
+    assert verdict([79.0, 79.1, 78.9], [80.0, 80.2, 80.1], +1.0)[0] == "reversed"
+    assert verdict([80.0, 81.0, 79.0], [79.8, 80.9, 79.1], +1.0)[0] == "not confirmed"
+    assert verdict([80.0], [79.0], +1.0)[0] == "one seed: not judged"
+
+
+def test_reproduction_renders_rows_beside_the_paper_and_judges_the_claims(tmp_path):
+    folder = tmp_path / "results" / "p"
+    folder.mkdir(parents=True)
+    for seed in range(3):
+        for tag, lin in (("ablation-full", 85.0 + 0.1 * seed), ("ablation-demask", 83.0 + 0.1 * seed),
+                         ("mask_ratio-r050_ian", 84.0 + 0.1 * seed), ("mask_ratio-r050_noian", 84.5 + 0.1 * seed)):
+            rec = {"name": tag, "seed": seed, "metrics": {"linear": lin, "knn": lin - 1, "lowshot10": 60.0}}
+            (folder / f"{tag}-seed{seed}.json").write_text(json.dumps(rec))
+    text = render_reproduction(tmp_path / "results", "p", tmp_path / "out.md").read_text()
+    assert "verdicts use **linear**" in text
+    assert "| demask | 82.89 | 83.10 ± 0.10 | 82.10 ± 0.10 | 60.00 ± 0.00 | — | 0,1,2 |" in text
+    assert "| full (all five) > demask | +0.67 | +2.00 | confirmed |" in text
+    assert "| 50 %, w/ IAN > 50 %, w/o IAN | +0.79 | -0.50 | reversed |" in text
+    assert "| full (all five) > contrastive | +3.29 | — | not run yet |" in text
+    assert len([t for t, _, _ in TABLE1]) == 10 and "Not run yet" in text
