@@ -212,7 +212,8 @@ def cmd_tune(a: argparse.Namespace) -> int:
         raise ByonError(f"--shard takes I/N (e.g. 0/2), got '{a.shard}'")
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for path in bench_tune(a.protocol, methods, axes, Path(a.runs), Path(a.results), a.data_root, a.set, a.epochs,
-                           a.confirm, a.seed, a.stage, (int(i), int(n)), Path(a.config) if a.config else None):
+                           a.confirm, a.seed, a.stage, (int(i), int(n)), Path(a.config) if a.config else None,
+                           a.name):
         print(path)
     return 0
 
@@ -507,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--stage", choices=["screen", "confirm", "all"], default="all")
     tu.add_argument("--shard", default="0/1", metavar="I/N", help="run cells I, I+N, ... (parallel processes)")
     tu.add_argument("--seed", type=int, default=0)
+    tu.add_argument("--name", help="table/winner file stem instead of the method ({method} is replaced): one step "
+                                   "of a coordinate search, e.g. --name {method}-aug")
     tu.add_argument("--config", help="YAML config applied under the protocol (e.g. configs/mae/paper.yaml)")
     tu.add_argument("--runs", default="runs/bench")
     tu.add_argument("--results", default="benchmarks/results")

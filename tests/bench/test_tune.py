@@ -58,3 +58,8 @@ def test_tune_shards_split_the_cells(tmp_path):
     assert len(list((results / "tune" / "smoke" / "mae").glob("*.json"))) == 1
     [table] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], shard=(1, 2))
     assert "Winner" in table.read_text()
+    # a second grid sharing a cell reuses its record and keeps its own table and winner
+    [step] = bench_tune("smoke", ["mae"], [parse_axis("optim.blr=1e-3")], runs, results,
+                        extra=["train.max_steps=2"], name="{method}-lr")
+    assert step.name == "mae-lr.md" and (results / "tune" / "smoke" / "mae-lr-winner.json").is_file()
+    assert len(list((results / "tune" / "smoke" / "mae").glob("*.json"))) == 2

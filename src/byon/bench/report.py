@@ -101,7 +101,9 @@ def _version(protocol: str) -> str | None:
 
 def tuned_table(results: Path, protocol: str) -> list[str]:
     """The val-tuned settings of each method (`byon bench tune`'s <method>-winner.json) with their val scores."""
-    winners = [json.loads(f.read_text()) for f in sorted((results / "tune" / protocol).glob("*-winner.json"))]
+    # <method>-winner.json: the method's final choice (a coordinate-search step's <method>-<step>-winner.json is not)
+    winners = [w for f in sorted((results / "tune" / protocol).glob("*-winner.json"))
+               if (w := json.loads(f.read_text()))["method"] == f.name.removesuffix("-winner.json")]
     if not winners:
         return []
     lines = ["Tuned hyper-parameters (`byon bench tune`: chosen by val linear top-1, val kNN breaking ties; the "

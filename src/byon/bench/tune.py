@@ -116,14 +116,16 @@ def _score(rec: dict[str, Any]) -> tuple[float, float]:
 def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, results: Path,
                root: str | None = None, extra: list[str] | None = None, epochs: int | None = None,
                confirm: int = 2, seed: int = 0, stage: str = "all", shard: tuple[int, int] = (0, 1),
-               config: Path | None = None) -> list[Path]:
+               config: Path | None = None, name: str | None = None) -> list[Path]:
     """Run the grid for every method; returns the tables written (results/tune/<protocol>/<method>.md).
 
     epochs: the screen's length (default the protocol's: then the screen is the confirmation); confirm: how
     many of the best screen cells to re-run at the protocol's epochs; stage: screen | confirm | all; shard
     (i, n): this process runs cells i, i + n, ... of each stage (two processes share a 2-core machine), and the
     confirm stage needs every screen cell done. `extra`: `--set` strings applied to every cell (before the
-    cell's own); `config`: a YAML config applied under the protocol (e.g. a method's paper recipe)."""
+    cell's own); `config`: a YAML config applied under the protocol (e.g. a method's paper recipe). `name`: the
+    table and winner are <name>.md / <name>-winner.json instead of the method's (a grid that is one step of a
+    coordinate search keeps its own table; cells of the same settings are shared between grids)."""
     from byon.methods import METHODS
 
     if protocol not in PROTOCOLS:
@@ -181,11 +183,12 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         winner = max(confirmed, key=lambda c: _score(confirmed[c])) if len(confirmed) == len(top) else None
         table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
                            sets_of)
-        path = results / "tune" / protocol / f"{m}.md"
+        stem = m if name is None else name.replace("{method}", m)
+        path = results / "tune" / protocol / f"{stem}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(table)
         if winner is not None:
-            write_json(results / "tune" / protocol / f"{m}-winner.json",
+            write_json(results / "tune" / protocol / f"{stem}-winner.json",
                          {"method": m, "protocol": protocol, "cell": winner, "sets": [*base, *sets_of[winner]],
                           "val": confirmed[winner]["metrics"], "selected_by": "val linear top-1, then val kNN",
                           "screen_epochs": screen_epochs, "epochs": full})
