@@ -30,8 +30,14 @@ def test_quality_writes_one_json_per_run_and_skips_finished_runs(tmp_path, smoke
         assert 0.0 <= m[k] <= 100.0, k
     assert rec["flops_per_image"] > 0 and rec["seed"] == 0 and rec["config"]["method"] == "mae"
     assert rec["overrides"] == ["train.num_threads=1"] and rec["config"]["train"]["num_threads"] == 1
+    ft = m["protocol"].pop("finetune")
     assert m["protocol"] == {"features": ["cls", "mean"], "knn_k": 20, "knn_temperature": 0.07, "linear_epochs": 3,
                              "lowshot": [5], "lowshot_draws": 2, "lowshot_epochs": 2}
+    # the protocol's fine-tuning: its fixed recipe, on its labelled subset, scored on test
+    assert (ft["epochs"], ft["subset"], ft["blr"], ft["layer_decay"]) == (1, 128, 5e-4, 0.75)
+    assert 0.0 <= m["finetune"] <= 100.0 and m["finetune_seconds"] > 0
+    fine = json.loads((runs / "smoke" / "mae-seed0" / "eval" / "finetune-synthetic.json").read_text())
+    assert fine["top1"] == m["finetune"] and fine["train_images"] == 128 and fine["split"] == "test"
     low = json.loads((runs / "smoke" / "mae-seed0" / "eval" / "lowshot-synthetic.json").read_text())
     assert low["epochs"] == 2 and low["draws"] == 2
     assert isinstance(rec["dirty"], bool) and rec["eval_env"]["dirty"] == git_dirty()
@@ -115,7 +121,7 @@ def test_report_renders_tables_from_the_jsons(tmp_path):
     out = render(tmp_path / "results", tmp_path / "RESULTS.md")
     text = out.read_text()
     assert "| mae | 0,1 | 81.00 ± 1.41 | 85.00 ± 0.00 |" in text
-    assert "| ijepa | 0 | 70.00 | 75.00 | — | — | — | 70.00 | — | 75.00 |" in text
+    assert "| ijepa | 0 | 70.00 | 75.00 | — | — | — | — | 70.00 | — | 75.00 |" in text
     assert (tmp_path / "p-accuracy-vs-time.png").stat().st_size > 1000
     # an earlier protocol version renders after the current one, labelled; the tuned settings precede v2's table
     (tmp_path / "results" / "p-v1").mkdir()

@@ -40,14 +40,23 @@ class Protocol:
     # Training images held out as the val split that `byon bench tune` pretrains without and scores on (a
     # stratified, seeded cut of the training split, the same for every seed and method).
     val_size: int = 10000
+    # End-to-end fine-tuning (`byon eval finetune`, the paper's headline metric), one fixed recipe for every
+    # method: these epochs (0 = none) on a stratified subset of this many labelled training images (None: all),
+    # base lr and layer decay; the rest are FinetuneConfig's defaults (mixup/cutmix, smoothing, drop-path).
+    finetune_epochs: int = 0
+    finetune_subset: int | None = None
+    finetune_blr: float = 5e-4
+    finetune_layer_decay: float = 0.75
 
 
 PROTOCOLS = {
-    "fmnist-cpu": Protocol("fashion-mnist", "vit-micro", epochs=8, batch_size=256),
+    # fine-tuning on 10,000 labelled images: the whole training split would take ~80 min a run on one CPU thread
+    "fmnist-cpu": Protocol("fashion-mnist", "vit-micro", epochs=8, batch_size=256, finetune_epochs=8,
+                           finetune_subset=10000),
     "fmnist-gpu": Protocol("fashion-mnist", "vit-tiny", epochs=100, batch_size=512),
     # seconds-long: exercises the harness end to end (tests, smoke checks)
     "smoke": Protocol("synthetic", "vit-test", epochs=1, batch_size=64, seeds=(0,), lowshot=(5,), lowshot_draws=2,
-                      linear_epochs=3, val_size=400),
+                      linear_epochs=3, val_size=400, finetune_epochs=1, finetune_subset=128),
 }
 
 REFERENCES = ("random-init", "pixels")
@@ -129,11 +138,24 @@ def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _finetune_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: str) -> dict[str, Any]:
+    """The protocol's fine-tuning: top-1 on `split`, its wall time, and its settings under "protocol"."""
+    from byon.eval.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(epochs=p.finetune_epochs, subset=p.finetune_subset, blr=p.finetune_blr,
+                         layer_decay=p.finetune_layer_decay, seed=seed)
+    t0 = time.perf_counter()
+    res = finetune(run, p.dataset, root, cfg, split=split)
+    return {"finetune": res["top1"], "finetune_seconds": round(time.perf_counter() - t0, 2),
+            "finetune_settings": res["settings"]}
+
+
 def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: str = "test",
                     lowshot: bool = True) -> dict[str, Any]:
     """kNN, linear and (unless `lowshot` is False) low-shot top-1 for each feature type, scored on `split`
     ('test', or the run's held-out 'val'); a feature the encoder lacks (no CLS token: I-JEPA, N-JEPA) is None.
-    "protocol" holds the evaluation settings."""
+    With `lowshot`, also the protocol's fine-tuning (`finetune`, when it has one). "protocol" holds the
+    evaluation settings."""
     from byon.eval.frozen import FEATURE_TYPES, evaluate, evaluate_lowshot
 
     t0 = time.perf_counter()
@@ -162,6 +184,10 @@ def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: 
         metrics[f"lowshot{n}"] = low[f"{n}"][knn["default_feature"]]["mean"]
     metrics["protocol"] |= {"lowshot": list(p.lowshot), "lowshot_draws": p.lowshot_draws,
                             "lowshot_epochs": p.lowshot_epochs}
+    if p.finetune_epochs:
+        ft = _finetune_metrics(run, p, seed, root, split)
+        metrics["protocol"]["finetune"] = ft.pop("finetune_settings")
+        metrics |= ft
     return metrics
 
 

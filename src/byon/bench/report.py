@@ -11,6 +11,7 @@ import torch
 
 COLUMNS = [  # (metric key, header)
     ("knn", "kNN"), ("linear", "linear"), ("lowshot10", "10-shot"), ("lowshot100", "100-shot"),
+    ("finetune", "fine-tune"),
     ("knn_cls", "kNN cls"), ("knn_mean", "kNN mean"), ("linear_cls", "lin cls"), ("linear_mean", "lin mean"),
 ]
 
