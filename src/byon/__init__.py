@@ -15,5 +15,5 @@ def load_encoder(run_dir: str, ema: bool = False, encoder: str | None = None):
 
     _, method = load_run(run_dir)
     enc = select_encoder(method, ema, encoder)
-    enc.data_info = method.data_info  # the input normalisation (mean, std) and image size
+    enc.data_info = method.info  # the input normalisation (mean, std) and image size
     return enc.eval()

@@ -17,8 +17,6 @@ ENCODER_HELP = ("online | ema: that encoder of a method that keeps both (byon an
 
 def _pretrain_overrides(a: argparse.Namespace) -> dict[str, Any]:
     """CLI flags → the nested override dict they stand for (only the flags that were given)."""
-    from byon.config import parse_set
-
     o: dict[str, Any] = {}
     flags = {
         ("data", "dataset"): a.dataset, ("data", "root"): a.data_root, ("data", "subset"): a.subset,
@@ -34,8 +32,6 @@ def _pretrain_overrides(a: argparse.Namespace) -> dict[str, Any]:
         o.setdefault("train", {})["progress"] = False
     if a.method is not None:
         o["method"] = a.method
-    for section, values in parse_set(a.set or []).items():
-        o.setdefault(section, {}).update(values)
     return o
 
 
@@ -47,7 +43,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     overrides = _pretrain_overrides(a)
     if a.config and "method" not in overrides and "method" not in load_yaml(a.config):
         overrides["method"] = "byon"
-    cfg = load_config(a.config, overrides)
+    cfg = load_config(a.config, overrides, sets=a.set or [])
     out = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
         summary = json.loads((out / "summary.json").read_text())

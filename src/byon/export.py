@@ -7,18 +7,20 @@ CLS feature and `forward_features(x)[:, 1:].mean(1)` the mean-of-patches feature
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from byon.data.imagefolder import BAD_FILE, EXTENSIONS, _images_in, _read, read_images
 from byon.errors import ByonError, unknown
+from byon.eval.features import extract_features
+from byon.nn.denoiser import has_dit_blocks
+from byon.rundir import atomic_write, load_run, pick_device, write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,12 @@ def select_encoder(method: nn.Module, ema: bool = False, encoder: str | None = N
     """The method's eval encoder (None); with encoder='ema' (or ema=True) its EMA/target encoder, with
     encoder='online' its online (student / context) one — for the methods that keep both (BYON, BYOL, I-JEPA,
     N-JEPA), whose default is one of the two (online for BYON and BYOL, the target for I-JEPA and N-JEPA)."""
-    from byon.eval.features import eval_encoder
-
     which = "ema" if ema else encoder
     if which is None:
-        return eval_encoder(method)
+        return method.eval_encoder()
     if which not in ENCODERS:
         raise unknown("encoder", which, ENCODERS)
-    target = getattr(method, "target_encoder", None)
+    target = method.ema_encoder()
     if target is None:
         drop = "--ema / ema=True" if which == "ema" else "--encoder"
         raise ByonError(f"the '{type(method).__name__}' method keeps no EMA (target) encoder beside its online "
@@ -59,28 +59,10 @@ def timm_kwargs(encoder: nn.Module) -> dict[str, Any]:
                else {"global_pool": "avg", "fc_norm": False})}            # the final norm per token
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """write(tmp_path) then rename onto path, so a failure leaves no partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, encoder: str | None = None
                    ) -> tuple[Path, Path]:
     """Write the run's encoder (`select_encoder`) as `out` (.safetensors, timm key layout) and `out` with .json
     (architecture, input normalisation, provenance). Returns both paths."""
-    from safetensors.torch import save_file
-
-    from byon.nn.denoiser import has_dit_blocks
-    from byon.rundir import load_run
-
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ByonError(f"--out '{out}' must end in .safetensors")
@@ -93,25 +75,25 @@ def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, enco
                         f"blocks use tanh-GELU; a timm VisionTransformer has one activation for all blocks, so it "
                         f"cannot be exported (evaluate it in byon, or set ddae.feature_block within the encoder half)")
     state = {k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}
-    info = method.data_info
+    info = method.info
     kwargs = timm_kwargs(enc)
     meta = {
         "format": FORMAT, **{k: kwargs[k] for k in ("img_size", "patch_size", "in_chans", "embed_dim", "depth",
                                                        "num_heads", "mlp_ratio", "class_token", "global_pool")},
         "timm_class": "timm.models.vision_transformer.VisionTransformer", "timm_kwargs": kwargs,
         "features": {"cls": "model(x) = forward_features(x)[:, 0]", "mean": "forward_features(x)[:, 1:].mean(1)",
-                     "default": getattr(method, "default_feature", "cls")} if kwargs["class_token"] else
+                     "default": method.default_feature} if kwargs["class_token"] else
                     {"cls": "model(x) = forward_features(x).mean(1) (no CLS token)",
                      "mean": "forward_features(x).mean(1)",
-                     "default": getattr(method, "default_feature", "mean")},
+                     "default": method.default_feature},
         "input": {"dtype": "float32 (B, C, H, W)", "normalize": "(x_uint8 / 255 - mean) / std",
                   "mean": list(info.mean), "std": list(info.std)},
         "method": cfg.method, "ema": which == "ema", "encoder": which or "default", "dataset": info.name,
         "source_run": str(run_dir.resolve()),
     }
     json_path = out.with_suffix(".json")
-    _atomic_write(out, lambda p: save_file(state, str(p), metadata={"format": FORMAT, "method": cfg.method}))
-    _atomic_write(json_path, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(out, lambda f: f.write(save_safetensors(state, metadata={"format": FORMAT, "method": cfg.method})))
+    write_json(json_path, meta)
     return out, json_path
 
 
@@ -132,8 +114,6 @@ def read_image_folder(folder: str | Path, size: int, chans: int, on_bad_file: st
                       ) -> tuple[torch.Tensor, list[str]]:
     """Every image under `folder` (recursively, sorted) as uint8 (N, chans, size, size) — resized (shorter
     side, centre crop) and converted to `chans` — and their paths relative to `folder`."""
-    from byon.data.imagefolder import BAD_FILE, EXTENSIONS, _images_in, _read, read_images
-
     if on_bad_file not in BAD_FILE:
         raise unknown("on_bad_file value", on_bad_file, BAD_FILE)
     if chans not in (1, 3):
@@ -156,33 +136,25 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
                  on_bad_file: str = "fail", encoder: str | None = None) -> tuple[Path, Path, int]:
     """Features of every image under `images` → `out` (.npy, float32 (N, D)) and `out` with .txt (one
     relative path per row). feature: 'cls' | 'mean' (default: the method's). Returns (npy, txt, N)."""
-    from byon.eval.features import extract_features
-    from byon.rundir import load_run, pick_device
-
     out = Path(out)
     if out.suffix != ".npy":
         raise ByonError(f"--out '{out}' must end in .npy")
     if batch_size < 1:
         raise ByonError(f"--batch-size must be at least 1, got {batch_size}")
     cfg, method = load_run(run_dir)
-    feature = feature or getattr(method, "default_feature", "cls")
+    feature = feature or method.default_feature
     if feature not in FEATURES:
         raise unknown("feature", feature, FEATURES)
     enc = select_encoder(method, ema, encoder)
-    info = method.data_info
+    info = method.info
     x, names = read_image_folder(images, info.img_size, info.in_chans, on_bad_file)
     device = pick_device(device)
     enc = enc.to(device).eval()
     feats = extract_features(enc.features, x, info.mean, info.std, batch_size=batch_size, device=device)
     array = feats[feature].numpy().astype(np.float32)
     txt = out.with_suffix(".txt")
-
-    def save_npy(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.save(f, array)
-
-    _atomic_write(out, save_npy)
-    _atomic_write(txt, lambda p: p.write_text("".join(n + "\n" for n in names)))
+    atomic_write(out, lambda f: np.save(f, array))
+    atomic_write(txt, lambda f: f.write("".join(n + "\n" for n in names).encode()))
     return out, txt, len(names)
 
 

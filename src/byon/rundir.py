@@ -188,7 +188,7 @@ def readout_config(config: dict[str, Any], readout: dict[str, Any] | None) -> di
     if not readout:
         return config
     method = config["method"]
-    allowed = tuple(getattr(METHODS.get(method), "readout", ()))
+    allowed = METHODS[method].readout if method in METHODS else ()
     for key in readout:
         if key not in allowed:
             settable = ", ".join(f"{method}.{k}" for k in allowed) or "none"
@@ -224,7 +224,6 @@ def load_run(run_dir: str | Path, map_location: str = "cpu", readout: dict[str, 
         raise ByonError(f"checkpoint '{ckpt_path}' does not hold the weights of a '{cfg.method}' model ({first}); "
                         f"it belongs to another method or library version") from None
     method.eval()
-    method.data_info = info
     return cfg, method
 
 

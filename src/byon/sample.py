@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import torch
+from torchvision.utils import save_image
 
 from byon.errors import ByonError
 from byon.rundir import load_run_for
@@ -20,14 +21,12 @@ def sample_run(run_dir: str | Path, n: int = 64, sampler: str | None = None, ste
                out: str | Path | None = None, device: str | None = None) -> Path:
     """Generate n images with a seeded generator and save them as a grid (√n columns); returns the PNG path
     (default <run>/samples/<sampler>-<steps>steps-seed<seed>.png)."""
-    from torchvision.utils import save_image
-
     if n < 1:
         raise ByonError(f"--n must be at least 1, got {n}")
     _, method, dev = load_run_for(run_dir, "sample", "sampling images", device)
     g = torch.Generator(device=dev).manual_seed(seed)
     images = method.sample(n, g, sampler=sampler, steps=steps)
-    info = method.data_info
+    info = method.info
     mean = torch.tensor(info.mean, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(info.std, device=dev).view(1, -1, 1, 1)
     pixels = (images * std + mean).clamp(0, 1).cpu()

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from byon.data.imagedata import ImageData
-from byon.engine.module import NonFiniteLossError, PretrainModule
-from byon.engine.run import RunLoader, compile_blocks, train
+from byon.engine.guard import NonFiniteLossError
+from byon.engine.loader import RunLoader
+from byon.engine.module import PretrainModule
+from byon.engine.run import compile_blocks, train
 from byon.errors import ByonError
 from byon.methods import METHODS, build_method, load_config
 from byon.methods.context import StepContext, step_generator

@@ -133,7 +133,7 @@ def test_encoder_choice_evaluates_that_encoder_and_keeps_the_default_result(ema_
     _, method = load_run(ema_run)
     feats, _ = run_features(ema_run, "synthetic", "test", encoder="ema")
     data = load_dataset("synthetic", "test")
-    info = method.data_info
+    info = method.info
     want = extract_features(method.target_encoder.features, data.images, info.mean, info.std)
     online = extract_features(method.encoder.features, data.images, info.mean, info.std)
     torch.testing.assert_close(feats["cls"], want["cls"])
@@ -182,7 +182,7 @@ def test_readout_settings_at_evaluation_read_that_block_and_keep_the_default_res
         out = method.ema.block_outputs(*method.net_input(x, method._timesteps(10, len(x), x.device), None), upto=1)
         return {"mean": out[-1][:, 1:].mean(dim=1)}
 
-    info = method.data_info
+    info = method.info
     want = extract_features(block1_clean, load_dataset("synthetic", "test").images, info.mean, info.std)
     torch.testing.assert_close(feats["mean"], want["mean"])
     assert not torch.allclose(feats["mean"], base["mean"])  # block 2 at t = 10, noised: another feature

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from byon.config import RunConfig
+from byon.config import DataConfig, RunConfig
 from byon.data import DataInfo
 from byon.methods import build_config, build_method, load_config
-from byon.methods.context import StepContext
+from byon.methods.context import StepContext, step_context
 
 INFO = DataInfo(name="synthetic", img_size=28, in_chans=1, num_classes=10, mean=(0.5,), std=(0.25,))
 RGB = DataInfo(name="synthetic", img_size=28, in_chans=3, num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -34,8 +34,12 @@ def make_method(name: str, seed: int = 0, info: DataInfo = INFO, model: dict | N
     return method_from(cfg, seed, info)
 
 
-def step_ctx(seed: int = 0, progress: float = 0.0) -> StepContext:
-    return StepContext(generator=torch.Generator().manual_seed(seed), progress=progress)
+def step_ctx(seed: int = 0, progress: float = 0.0, data: DataConfig | None = None, info: DataInfo = INFO
+             ) -> StepContext:
+    """A step's context with the run's augmentation `data` (default: DataConfig()) normalised with `info`."""
+    ctx = step_context(data or DataConfig(), info.mean, info.std, torch.Generator().manual_seed(seed))
+    ctx.progress = progress
+    return ctx
 
 
 def rand_images(B: int = 4, seed: int = 0, C: int = 1) -> Tensor:

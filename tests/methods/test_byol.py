@@ -78,10 +78,10 @@ def test_loss_is_symmetric_two_minus_two_cos():
 
 def test_cosine_momentum_schedule_endpoints():
     m = make()
-    assert m.ema_momentum(0.0) == pytest.approx(0.99)
-    assert m.ema_momentum(0.5) == pytest.approx(0.995)
-    assert m.ema_momentum(1.0) == pytest.approx(1.0)
-    assert make(ema_base=0.996).ema_momentum(0.0) == pytest.approx(0.996)
+    assert m.ema_momentum(0, 1) == pytest.approx(0.99)
+    assert m.ema_momentum(1, 2) == pytest.approx(0.995)
+    assert m.ema_momentum(1, 1) == pytest.approx(1.0)
+    assert make(ema_base=0.996).ema_momentum(0, 1) == pytest.approx(0.996)
 
 
 def test_one_train_step_only_the_online_branch_learns():
@@ -106,3 +106,17 @@ def test_bad_probabilities_are_one_line_errors():
 def test_tiny_pretrain_and_knn_eval(tmp_path, tiny_overrides):
     res = pretrain_knn("byol", tmp_path, tiny_overrides)
     assert res["default_feature"] == "cls" and 0.0 <= res["top1"] <= 100.0
+
+
+def test_the_engine_draws_no_view_for_byol(tmp_path, monkeypatch, tiny_overrides):
+    """BYOL draws its two views from the raw batch itself: the engine hands it no augmented view to ignore."""
+    from byon.engine.run import train
+    from byon.methods import build_config
+
+    seen = []
+    real = BYOL.forward
+    monkeypatch.setattr(BYOL, "forward", lambda self, batch, ctx: seen.append(set(batch)) or real(self, batch, ctx))
+    over = tiny_overrides | {"method": "byol"}
+    over["train"] = over["train"] | {"max_steps": 2}
+    train(build_config(over), tmp_path / "run")
+    assert seen and all(keys == {"raw", "label"} for keys in seen)

@@ -106,9 +106,9 @@ def test_context_encoder_sees_only_context_tokens():
 def test_ema_is_the_encoder_only_with_linear_momentum_0996_to_1():
     m = make()
     assert [(o, t) for o, t in m.ema_pairs()] == [(m.encoder, m.target_encoder)]
-    assert m.ema_momentum(0.0) == pytest.approx(0.996)
-    assert m.ema_momentum(0.5) == pytest.approx(0.998)
-    assert m.ema_momentum(1.0) == pytest.approx(1.0)
+    assert m.ema_momentum(0, 1) == pytest.approx(0.996)
+    assert m.ema_momentum(1, 2) == pytest.approx(0.998)
+    assert m.ema_momentum(1, 1) == pytest.approx(1.0)
     assert not any(p.requires_grad for p in m.target_encoder.parameters())
 
 
@@ -117,8 +117,7 @@ def test_engine_applies_the_cosine_weight_decay_schedule():
 
     cfg = load_config(CONFIGS / "ijepa.yaml", TINY, {"train": {"epochs": 2}})
     m = make()
-    module = PretrainModule(cfg, m, INFO)
-    module.loader = range(5)  # 5 steps per epoch → 10 steps in all
+    module = PretrainModule(cfg, m, INFO, loader=range(5))  # 5 steps per epoch → 10 steps in all
     module.base_lr = lambda: 1e-3  # no Trainer attached: nothing to read the world size from
     opt = module.configure_optimizers()
     module.optimizers = lambda: opt
@@ -138,7 +137,7 @@ def test_one_train_step_then_ema():
     assert all(p.grad is None for p in m.target_encoder.parameters())
     before = m.target_encoder.blocks[0].attn.qkv.weight.clone()
     opt.step()
-    ema_update(m.ema_pairs(), m.ema_momentum(0.0))
+    ema_update(m.ema_pairs(), m.ema_momentum(0, 1))
     w_o, w_t = m.encoder.blocks[0].attn.qkv.weight, m.target_encoder.blocks[0].attn.qkv.weight
     assert not torch.equal(w_o, before)
     torch.testing.assert_close(w_t, 0.996 * before + 0.004 * w_o)

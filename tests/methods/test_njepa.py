@@ -25,7 +25,7 @@ def test_registered_with_the_papers_best_weights_and_ijepas_recipe():
     assert (c.p_mean, c.p_std) == (-1.2, 1.2)
     assert (cfg.optim.weight_decay, cfg.optim.weight_decay_end) == (0.04, 0.4)
     m = make()
-    assert m.ema_momentum(0.0) == pytest.approx(0.996) and m.ema_momentum(1.0) == pytest.approx(1.0)
+    assert m.ema_momentum(0, 1) == pytest.approx(0.996) and m.ema_momentum(1, 1) == pytest.approx(1.0)
     assert m.eval_encoder() is m.target_encoder
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from byon.analysis.common import eval_encoder, load_sample, new_figure, output_paths, save
+from byon.analysis.common import load_sample, new_figure, output_paths, save
 from byon.corruption.diffusion import DDPMSchedule
 from byon.data.transforms import augment
 from byon.errors import ByonError, unknown
@@ -99,7 +99,7 @@ def align_uniform(run_dir: str | Path, pairs: str | None = None, t: int | None =
                 x = x + sigma * eps
             else:
                 x = schedule.q_sample(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), eps)
-        return encoder_layer_features(eval_encoder(method), x)
+        return encoder_layer_features(method.eval_encoder(), x)
 
     sides: list[list[list[Tensor]]] = [[], []]  # side → batch → layer → (b, D)
     with torch.inference_mode():

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from byon.analysis.common import check_rows, eval_encoder, imshow_image, load_sample, new_figure, output_paths, save
+from byon.analysis.common import check_rows, imshow_image, load_sample, new_figure, output_paths, save
 from byon.nn.vit import ViTEncoder, attention_weights
 
 
@@ -64,7 +64,7 @@ def attention_distance(run_dir: str | Path, n: int = 256, batch_size: int = 64, 
     `mean_attention_distance` for the convention. The JSON holds it per layer with the head-diversity statistic
     `std_over_heads` (population std of the heads' distances) and the distance uniform attention would give."""
     s = load_sample(run_dir, n, dataset, split, root, seed, device)
-    enc = eval_encoder(s.method)
+    enc = s.method.eval_encoder()
     grid, p, p0 = enc.shape.grid, enc.shape.patch_size, enc.num_prefix_tokens
     total = torch.zeros(enc.shape.depth, enc.shape.num_heads, dtype=torch.float64)
     with torch.inference_mode():
@@ -117,7 +117,7 @@ def attention_maps(run_dir: str | Path, n: int = 8, out: str | Path | None = Non
     token (I-JEPA) show the attention each patch receives, averaged over the patch queries. n ≤ 64 (one figure)."""
     check_rows(n)
     s = load_sample(run_dir, n, dataset, split, root, seed, device)
-    enc = eval_encoder(s.method)
+    enc = s.method.eval_encoder()
     grid, last, has_cls = enc.shape.grid, enc.shape.depth - 1, enc.num_prefix_tokens == 1
     with torch.inference_mode():
         x = s.normalized(s.images)

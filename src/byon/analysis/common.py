@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from byon.data import DataInfo
+from byon.config import RunConfig
+from byon.data import DataInfo, load_dataset
+from byon.data.transforms import denormalize, normalize
 from byon.errors import ByonError
 from byon.rundir import load_run_for, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from byon.config import RunConfig
-    from byon.nn.vit import ViTEncoder
 
 
 MAX_ROWS = 64  # images in one figure grid
@@ -27,11 +27,6 @@ MAX_ROWS = 64  # images in one figure grid
 def check_rows(n: int) -> None:
     if not 1 <= n <= MAX_ROWS:
         raise ByonError(f"--n {n}: one figure shows 1 to {MAX_ROWS} images; use --n between them")
-
-
-def eval_encoder(method: nn.Module) -> ViTEncoder:
-    """The encoder frozen evaluation uses (`eval_encoder()` where the method defines it)."""
-    return method.eval_encoder() if hasattr(method, "eval_encoder") else method.encoder
 
 
 def output_paths(run_dir: Path, name: str, out: str | Path | None = None) -> tuple[Path, Path]:
@@ -69,8 +64,6 @@ class RunSample:
 
     def normalized(self, images: Tensor) -> Tensor:
         """uint8 (B, C, H, W) → the run's normalised float input on `device`."""
-        from byon.data.transforms import normalize
-
         return normalize(images.to(self.device), self.info.mean, self.info.std)
 
     def batches(self, batch_size: int) -> Iterator[Tensor]:
@@ -86,8 +79,6 @@ class RunSample:
 
     def to_display(self, x: Tensor) -> Tensor:
         """Normalised (B, C, H, W) → (B, H, W, C) in [0, 1] on the CPU, for imshow."""
-        from byon.data.transforms import denormalize
-
         return denormalize(x.detach().float().cpu(), self.info.mean, self.info.std).clamp(0, 1).permute(0, 2, 3, 1)
 
 
@@ -96,13 +87,11 @@ def load_sample(run_dir: str | Path, n: int, dataset: str | None = None, split: 
                 purpose: str = "this analysis") -> RunSample:
     """Load a run (`load_run_for`: a method without the method hook `hook` is an error naming `purpose`) and n
     images of `split` of `dataset` (default: the run's pretraining data)."""
-    from byon.data import load_dataset
-
     run_dir = Path(run_dir)
     if n < 1:
         raise ByonError(f"--n must be ≥ 1, got {n}")
     cfg, method, dev = load_run_for(run_dir, hook, purpose, device)
-    info = method.data_info
+    info = method.info
     dataset = dataset or cfg.data.dataset
     root = root if root is not None else cfg.data.root
     data = load_dataset(dataset, split, root=root, image_size=cfg.data.image_size)

@@ -11,6 +11,8 @@ from torch import Tensor
 
 from byon.analysis.common import new_figure, output_paths, save
 from byon.errors import ByonError, unknown
+from byon.eval.frozen import default_feature, feature_types, run_features
+from byon.rundir import load_run
 
 PROJECTIONS = ("pca", "tsne")
 
@@ -64,9 +66,6 @@ def embedding_2d(run_dir: str | Path, projection: str = "pca", feature: str | No
     """Project n (seeded random; None = all) features of the split to 2-D and scatter them by class. Features
     come from `byon.eval.frozen.run_features` (cached in the run); `feature` is 'cls' or 'mean' (default: the
     method's). Writes `embedding-2d-<projection>.{png,json}`; the JSON holds the points and labels."""
-    from byon.eval.frozen import default_feature, feature_types, run_features
-    from byon.rundir import load_run
-
     if projection not in PROJECTIONS:
         raise unknown("projection (--method)", projection, PROJECTIONS)
     if projection == "tsne":

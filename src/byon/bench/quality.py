@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import platform
@@ -14,7 +15,18 @@ from typing import Any
 
 import torch
 
+from byon.config import parse_set
+from byon.data import load_dataset
+from byon.engine.run import train
 from byon.errors import ByonError, unknown
+from byon.eval.baselines import pca_features, pixel_features, pixel_mean
+from byon.eval.finetune import FinetuneConfig, finetune
+from byon.eval.frozen import FEATURE_TYPES, evaluate, evaluate_lowshot
+from byon.eval.knn import knn_classify
+from byon.eval.linear import linear_probe
+from byon.methods import METHODS, load_config
+from byon.provenance import git_commit, git_dirty, hardware
+from byon.rundir import write_json
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,11 @@ class Protocol:
     finetune_blr: float = 5e-4
     finetune_layer_decay: float = 0.75
 
+    def overrides(self, root: str | None = None, **train: Any) -> dict[str, Any]:
+        """The run config overrides of its pretraining (`train`: more train-section keys)."""
+        return {"data": {"dataset": self.dataset, "root": root}, "model": {"preset": self.model},
+                "train": {"epochs": self.epochs, "batch_size": self.batch_size} | train}
+
 
 PROTOCOLS = {
     # fine-tuning on 10,000 labelled images: the whole training split would take ~80 min a run on one CPU thread
@@ -70,8 +87,6 @@ NON_RESULT_KEYS = frozenset({"train.num_threads", "train.progress", "train.log_e
 
 def _env() -> dict[str, Any]:
     """Where and with what this process runs: commit (+ whether src/ has uncommitted changes), hardware, torch."""
-    from byon.provenance import git_commit, git_dirty, hardware
-
     return {"commit": git_commit(), "dirty": git_dirty(), "hardware": hardware(), "torch": str(torch.__version__),
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -90,8 +105,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def run_name(base: str, extra: list[str] | None) -> str:
     """`base`, plus a short hash of the `--set` overrides that change the result (`NON_RESULT_KEYS` aside), so a
     run with other overrides gets another run directory and result file."""
-    from byon.config import parse_set
-
     changed = {k: v for k, v in _flat(parse_set(extra or [])).items() if k not in NON_RESULT_KEYS}
     if not changed:
         return base
@@ -101,8 +114,6 @@ def run_name(base: str, extra: list[str] | None) -> str:
 def _run_config(run: Path, cfg: Any) -> dict[str, Any]:
     """The config the run directory was trained with (its config.yaml), after checking that it is `cfg` up to
     `NON_RESULT_KEYS`; `cfg`'s own when the directory has none yet."""
-    from byon.methods import load_config
-
     path = run / "config.yaml"
     if not path.is_file():
         return cfg.to_dict()
@@ -125,7 +136,6 @@ def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
     out = {"wall_time_s": summary.get("wall_time_s"), "images_per_s": summary["images_per_s"]}
     if summary.get("segments", 1) == 1 and out["wall_time_s"] is not None:
         return out
-    import csv
 
     with (run / "logs" / "metrics.csv").open() as f:
         rates = [float(r["train/images_per_s"]) for r in csv.DictReader(f) if r.get("train/images_per_s")]
@@ -140,8 +150,6 @@ def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
 
 def _finetune_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: str) -> dict[str, Any]:
     """The protocol's fine-tuning: top-1 on `split`, its wall time, and its settings under "protocol"."""
-    from byon.eval.finetune import FinetuneConfig, finetune
-
     cfg = FinetuneConfig(epochs=p.finetune_epochs, subset=p.finetune_subset, blr=p.finetune_blr,
                          layer_decay=p.finetune_layer_decay, seed=seed)
     t0 = time.perf_counter()
@@ -156,8 +164,6 @@ def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: 
     ('test', or the run's held-out 'val'); a feature the encoder lacks (no CLS token: I-JEPA, N-JEPA) is None.
     With `lowshot`, also the protocol's fine-tuning (`finetune`, when it has one). "protocol" holds the
     evaluation settings."""
-    from byon.eval.frozen import FEATURE_TYPES, evaluate, evaluate_lowshot
-
     t0 = time.perf_counter()
     knn = evaluate("knn", run, p.dataset, root=root, seed=seed, k=p.knn_k, temperature=p.knn_temperature,
                    split=split)
@@ -214,23 +220,13 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
     epochs (or `epochs`), batch and `seed`, then `extra` (`--set` strings); evaluate kNN, linear and (with
     `lowshot`) low-shot on `split`; write the record to `out_json`. Finished parts are reused: an existing
     `out_json` is returned as it is, a finished run is only evaluated, an interrupted one resumed."""
-    from byon.config import parse_set
-    from byon.engine.run import train
-    from byon.methods import load_config
-    from byon.rundir import write_json
-
     p = PROTOCOLS[protocol]
     if out_json.is_file():
         return out_json
-    overrides = {"data": {"dataset": p.dataset, "root": root},
-                 "model": {"preset": p.model},
-                 "train": {"epochs": p.epochs if epochs is None else epochs, "batch_size": p.batch_size,
-                           "seed": seed, "progress": False}}
+    overrides = p.overrides(root, seed=seed, progress=False, **({} if epochs is None else {"epochs": epochs}))
     if method is not None:
         overrides["method"] = method
-    for section, values in parse_set(extra or []).items():
-        overrides.setdefault(section, {}).update(values)
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides, sets=extra or [])
     method = cfg.method
     run_cfg = _run_config(run, cfg)
     if not (run / "summary.json").is_file():
@@ -250,11 +246,6 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
 
 def run_pixels(protocol: str, results: Path, root: str | None = None) -> Path:
     """Reference rows without a model: raw / centred pixels kNN and linear, PCA-100 kNN."""
-    from byon.data import load_dataset
-    from byon.eval.baselines import pca_features, pixel_features, pixel_mean
-    from byon.eval.knn import knn_classify
-    from byon.eval.linear import linear_probe
-
     p = PROTOCOLS[protocol]
     out_json = results / protocol / "pixels.json"
     if out_json.is_file():
@@ -271,7 +262,7 @@ def run_pixels(protocol: str, results: Path, root: str | None = None) -> Path:
     record = {"name": "pixels", "method": "pixels", "protocol": protocol, "metrics": m,
               "command": shlex.join(sys.argv)} | _env()
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out_json, record)
     return out_json
 
 
@@ -292,8 +283,6 @@ def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, ru
     """`tag`: runs and results named <method>-<tag>-seed<s> instead of <method>-seed<s> (a variant of the
     protocol that should not meet the plain runs). `recipes`: a folder of method configs applied under the
     protocol (`recipe_file`; protocol v2 uses configs/, the val-tuned recipes); None: the built-in recipes."""
-    from byon.methods import METHODS
-
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     seeds = list(PROTOCOLS[protocol].seeds) if seeds is None else seeds

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from byon.bench.speed import speed_table
+
 COLUMNS = [  # (metric key, header)
     ("knn", "kNN"), ("linear", "linear"), ("lowshot10", "10-shot"), ("lowshot100", "100-shot"),
     ("finetune", "fine-tune"),
@@ -149,8 +151,6 @@ def render(results: Path, out: Path) -> Path:
 
 def speed_sections(results: Path) -> list[str]:
     """`byon bench speed` records (results/speed-cpu/, speed-gpu/): one table per folder."""
-    from byon.bench.speed import speed_table
-
     lines = []
     for folder in sorted(results.glob("speed-*")):
         records = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]

@@ -13,20 +13,32 @@ from __future__ import annotations
 import json
 import resource
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
+from torch.profiler import ProfilerActivity, profile
 
+from byon.bench.quality import PROTOCOLS, _env
+from byon.data import channel_stats, load_dataset
+from byon.engine.run import train
 from byon.errors import ByonError, unknown
+from byon.eval.features import extract_features
+from byon.eval.knn import knn_classify
+from byon.eval.linear import linear_probe
+from byon.methods import METHODS, load_config
+from byon.rundir import load_run, write_json
 
 # Dense bf16 tensor-core peak (TFLOP/s, no sparsity) by device-name substring, first match wins (vendor
 # spec sheets). Unknown cards get no MFU rather than a guess.
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0),
 )
+
 
 
 def peak_bf16_flops(device_name: str) -> float | None:
@@ -101,8 +113,6 @@ def _status_kb(field: str) -> int:
 
 def step_timer(warmup: int, last: int) -> Any:
     """A Lightning callback timing optimizer steps warmup+1 … last (device-synchronised at both ends)."""
-    from lightning.pytorch.callbacks import Callback
-
     class StepTimer(Callback):
         def __init__(self) -> None:
             self.t0 = self.t1 = None
@@ -129,9 +139,6 @@ ATTENTION_PREFIX = ("aten::_scaled_dot_product", "aten::_flash_attention", "aten
 def step_profiler(first: int, last: int) -> Any:
     """A Lightning callback running `torch.profiler` over optimizer steps first+1 … last (after the timed
     window, so the timing carries no profiler overhead). `.events` holds the key averages afterwards."""
-    from lightning.pytorch.callbacks import Callback
-    from torch.profiler import ProfilerActivity, profile
-
     class StepProfiler(Callback):
         def __init__(self) -> None:
             self.prof: Any = None
@@ -191,31 +198,15 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
     """Train `method` for warmup + steps steps under `protocol`'s data/model/batch, time it, profile
     `profile_steps` more, then (with `evaluate`) time the evaluations on the run's encoder. Returns the record
     (see the module docstring)."""
-    from byon.bench.quality import PROTOCOLS, _env
-    from byon.config import parse_set
-    from byon.data import channel_stats, load_dataset
-    from byon.engine.run import train
-    from byon.eval.features import extract_features, feature_fn
-    from byon.eval.knn import knn_classify
-    from byon.eval.linear import linear_probe
-    from byon.methods import load_config
-    from byon.rundir import load_run
-
     p = PROTOCOLS[protocol]
     use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     device = torch.device("cuda") if use_cuda else torch.device("cpu")
-    overrides: dict[str, Any] = {
-        "method": method, "data": {"dataset": p.dataset, "root": root}, "model": {"preset": p.model},
-        "train": {"epochs": p.epochs, "batch_size": p.batch_size, "max_steps": warmup + steps + profile_steps,
-                  "progress": False, "ckpt_every_epochs": 0, "accelerator": "gpu" if use_cuda else "cpu", "devices": 1},
-    }
-    for section, values in parse_set(extra or []).items():
-        overrides.setdefault(section, {}).update(values)
-    cfg = load_config(None, overrides)
+    overrides = {"method": method} | p.overrides(
+        root, max_steps=warmup + steps + profile_steps, progress=False, ckpt_every_epochs=0,
+        accelerator="gpu" if use_cuda else "cpu", devices=1)
+    cfg = load_config(None, overrides, sets=extra or [])
     run = runs / f"{method}"
     if run.exists():
-        import shutil
-
         shutil.rmtree(run)  # a timing run starts fresh: a resumed one would time nothing
     timer = step_timer(warmup, warmup + steps)
     prof = step_profiler(warmup + steps, warmup + steps + profile_steps) if profile_steps else None
@@ -274,13 +265,13 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
     test_d = load_dataset(p.dataset, "test", root=root)
     mean, std = channel_stats(train_d.images)
     model = model.to(device).eval()
-    fn = feature_fn(model)
+    fn = model.features
     _sync(device)
     t0 = time.perf_counter()
     f_train = extract_features(fn, train_d.images, mean, std, batch_size=512, device=device)
     f_test = extract_features(fn, test_d.images, mean, std, batch_size=512, device=device)
     t_feat = time.perf_counter() - t0
-    key = getattr(model, "default_feature", "cls")
+    key = model.default_feature
     tr, te = f_train[key].to(device), f_test[key].to(device)
     ytr, yte = train_d.labels.to(device), test_d.labels.to(device)
     t0 = time.perf_counter()
@@ -306,9 +297,6 @@ def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, st
                 evaluate: bool = True, profile_steps: int = 0) -> list[Path]:
     """Run `speed_method` for each method; write `<results>/speed-{cpu,gpu}/<method>.json` (overwritten:
     timings are re-measured, not cached)."""
-    from byon.bench.quality import PROTOCOLS
-    from byon.methods import METHODS
-
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     for m in methods:
@@ -322,7 +310,7 @@ def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, st
         rec = speed_method(m, protocol, runs, steps, warmup, root, extra, accelerator, evaluate, profile_steps)
         out = results / f"speed-{'gpu' if rec['device'] == 'cuda' else 'cpu'}" / f"{m}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rec, indent=2) + "\n")
+        write_json(out, rec)
         done.append(out)
     return done
 

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from byon.config import DataConfig
 from byon.errors import ByonError
-
-if TYPE_CHECKING:
-    from byon.config import DataConfig
 
 LUMA = (0.299, 0.587, 0.114)
 

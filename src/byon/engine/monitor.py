@@ -10,6 +10,7 @@ train/eval flag is put back as it was.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -18,8 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from byon.config import RunConfig
-from byon.data import DataInfo
+from byon.data import DataInfo, load_dataset
+from byon.data.imagedata import take_subset
 from byon.errors import ByonError
+from byon.eval.features import extract_features
+from byon.eval.knn import knn_classify
 
 SUBSET_SEED = 0  # the same monitor images for every run and seed, so their curves compare
 
@@ -48,9 +52,6 @@ class OnlineMonitor(L.Callback):
 
     def __init__(self, cfg: RunConfig, info: DataInfo, every: int, subset: int, k: int = 20,
                  temperature: float = 0.07) -> None:
-        from byon.data import load_dataset
-        from byon.data.imagedata import take_subset
-
         self.every, self.k, self.temperature, self.info = every, k, temperature, info
         self.batch_size = cfg.train.batch_size
         d = cfg.data
@@ -78,22 +79,18 @@ class OnlineMonitor(L.Callback):
     def measure(self, method: torch.nn.Module, device: torch.device, context: Any = None) -> dict[str, float]:
         """{'monitor/knn_top1', 'monitor/feature_std'} of `method` on the monitor subsets; every module's
         train/eval flag is restored afterwards (methods such as BYON override `.train()`)."""
-        from contextlib import nullcontext
-
-        from byon.eval.features import extract_features, feature_fn
-        from byon.eval.knn import knn_classify
 
         modes = [(m, m.training) for m in method.modules()]
         method.eval()
         try:
             with context or nullcontext():
-                feats = {split: extract_features(feature_fn(method), data.images, self.info.mean, self.info.std,
+                feats = {split: extract_features(method.features, data.images, self.info.mean, self.info.std,
                                                  batch_size=self.batch_size, device=device)
                          for split, data in self.data.items()}
         finally:
             for m, mode in modes:
                 m.training = mode
-        ft = getattr(method, "default_feature", "cls")
+        ft = method.default_feature
         knn = knn_classify(feats["train"][ft], self.data["train"].labels, feats["test"][ft], self.data["test"].labels,
                            k=self.k, temperature=self.temperature)
         return {"monitor/knn_top1": knn["top1"], "monitor/feature_std": feature_std(feats["train"][ft])}

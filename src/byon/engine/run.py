@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import os
 import signal
@@ -22,17 +21,19 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.flop_counter import FlopCounterMode
 
+from byon.analysis import RUN_FIGURES
 from byon.config import RunConfig, save_config
 from byon.data import DataInfo, channel_stats, data_info, load_dataset
-from byon.data.loader import BatchLoader
 from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
+from byon.engine.loader import RunLoader
 from byon.engine.logging import ResumableCSVLogger
 from byon.engine.module import PretrainModule
 from byon.engine.monitor import online_monitor
 from byon.engine.runlock import RunLock, check_out, launch_leader
 from byon.errors import ByonError, Interrupted
 from byon.methods import build_method
-from byon.methods.context import StepContext, step_generator
+from byon.methods.base import Method
+from byon.methods.context import step_context, step_generator
 from byon.provenance import git_dirty, hardware, run_metadata
 from byon.rundir import (
     checkpoints_newest_first,
@@ -60,46 +61,17 @@ def compile_blocks(method: torch.nn.Module) -> int:
     return n
 
 
-class RunLoader(BatchLoader):
-    """The training loader. `stage(device)` runs once the process knows its device: on CUDA a dataset that
-    fits (≤ `max_fraction` of the GPU's memory) is copied to the GPU once, so batches are sliced and
-    augmented there with no per-step transfer; a larger one hands each batch over in pinned memory, so
-    Lightning's `non_blocking` copy is asynchronous. On CPU nothing changes."""
-
-    max_fraction = 0.2
-    pin = False
-
-    def stage(self, device: torch.device) -> str:
-        """→ "cpu", "device" (dataset on the GPU) or "pinned"."""
-        images = self.data.images
-        if device.type != "cuda":
-            return "cpu"
-        if images.device != device:
-            _, total = torch.cuda.mem_get_info(device)
-            if images.numel() * images.element_size() > self.max_fraction * total:
-                self.pin = True
-                return "pinned"
-            self.data = dataclasses.replace(self.data, images=images.to(device))
-            self.labels = self.labels.to(device)
-        return "device"
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if not self.pin:
-            yield from super().__iter__()
-            return
-        for images, labels in super().__iter__():
-            yield images.pin_memory(), labels.pin_memory()
-
-
-def flops_per_image(method: torch.nn.Module, info: DataInfo, cfg: RunConfig, batch: int = 4) -> float:
+def flops_per_image(method: Method, info: DataInfo, cfg: RunConfig, batch: int = 4) -> float:
     """Training FLOPs (forward + backward) per image, counted by torch.utils.flop_counter on one step."""
     raw = torch.randint(0, 256, (batch, info.in_chans, info.img_size, info.img_size), dtype=torch.uint8)
     images = (raw.float() / 255 - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
-    ctx = StepContext(generator=step_generator(0, 0, 0), step=0, progress=0.0, total_steps=1)
+    ctx = step_context(cfg.data, info.mean, info.std, step_generator(0, 0, 0))
+    inputs = {"raw": raw, "label": torch.zeros(batch, dtype=torch.long)} | ({"image": images} if method.augment_batch
+                                                                            else {})
     method = copy.deepcopy(method).train()  # a copy: BN statistics and grads of the real one stay untouched
     counter = FlopCounterMode(display=False)
     with counter:
-        out = method({"image": images, "raw": raw, "label": torch.zeros(batch, dtype=torch.long)}, ctx)
+        out = method(inputs, ctx)
         out["loss"].backward()
     return counter.get_total_flops() / batch
 
@@ -144,8 +116,8 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
         resumed = read_checkpoint(ckpt_path)
     if resumed is not None:
         resume_step = check_compatible(cfg, resumed)
-    if hasattr(method, "setup_data"):  # data-fitted buffers (l-DAE's PCA basis): fitted once, then checkpointed
-        load_buffers(method, resumed["state_dict"]) if resumed is not None else method.setup_data(data)
+    # data-fitted buffers (l-DAE's PCA basis): fitted once, then checkpointed
+    load_buffers(method, resumed["state_dict"]) if resumed is not None else method.setup_data(data)
     del resumed  # trainer.fit reads the checkpoint itself
 
     accelerator = cfg.train.accelerator
@@ -158,7 +130,7 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
 
     world = int(cfg.train.devices) * cfg.train.num_nodes if str(cfg.train.devices).isdigit() else 1
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
-    if str(cfg.train.strategy).startswith("fsdp") and hasattr(method, "ema_pairs") and method.ema_pairs():
+    if str(cfg.train.strategy).startswith("fsdp") and method.ema_pairs():
         raise ByonError(f"--strategy {cfg.train.strategy} shards the parameters, but {cfg.method}'s EMA teacher update "
                         f"pairs whole online and target tensors; use --strategy ddp for {cfg.method}")
     if cfg.train.sync_bn and on_cpu and (world > 1 or str(cfg.train.devices) == "-1"):
@@ -167,7 +139,7 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
     loader = RunLoader(data, cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
                        rank=int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))) if world > 1 else 0,
                        world_size=world)
-    module = PretrainModule(cfg, method, info)
+    module = PretrainModule(cfg, method, info, loader)
 
     # Step-interval checkpoints can fall in the same epoch, so their names carry the step.
     name = "epoch={epoch:04d}-step={step:08d}" if cfg.train.ckpt_every_steps else "epoch={epoch:04d}"
@@ -202,7 +174,6 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
     remove_stale_temp_files(out / "checkpoints")
     # The loader is rank-sharded; its rank must come from the launched process.
     loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
-    module.loader = loader
 
     global_batch = cfg.train.batch_size * trainer.world_size
     lr = PretrainModule.scaled_lr(cfg, trainer.world_size)
@@ -234,8 +205,9 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
         trainer.save_checkpoint(last)
 
     if trainer.is_global_zero:
-        if hasattr(method, "on_run_end"):
-            method.on_run_end(out)
+        method.on_run_end(out)
+        for name in method.run_figures:
+            RUN_FIGURES[name](method, out)
         summary = {
             "method": cfg.method, "dataset": cfg.data.dataset, "model": cfg.model.preset,
             "encoder": shape.__dict__, "epochs": cfg.train.epochs, "steps": trainer.global_step,
@@ -243,12 +215,12 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
             "wall_time_s": _finite(module.train_time_s()),
             "segment_wall_time_s": round(wall, 2), "segments": module.segments,
             "images_per_s": _finite(module.steady_images_per_s()), "flops_per_image": flops,
-            "skipped_steps": module.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
+            "skipped_steps": module.guard.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
             "precision": precision, "world_size": trainer.world_size,
             "data_dirs": {"train": data.source},  # the folder actually read (data.root may be unset)
             **({"interrupted": interrupted} if interrupted else {}),
             # the values the method settled for its config's None defaults (e.g. l-DAE's latent dimension)
-            **({"resolved": method.resolved()} if hasattr(method, "resolved") else {}),
+            **({"resolved": method.resolved()} if method.resolved() else {}),
         } | started
         write_json(out / "summary.json", summary)
     if interrupted:

@@ -55,16 +55,6 @@ def extract_features(fn: FeatureFn, images: Tensor, mean: Sequence[float] | Tens
     return {key: torch.cat(chunks) for key, chunks in parts.items()}
 
 
-def eval_encoder(method: torch.nn.Module) -> torch.nn.Module:
-    """The encoder a method is evaluated with: `method.eval_encoder()`, else `method.encoder`."""
-    return method.eval_encoder() if hasattr(method, "eval_encoder") else method.encoder
-
-
-def feature_fn(method: torch.nn.Module) -> FeatureFn:
-    """The method's frozen-eval features {'cls', 'mean'}: its own `features`, else its eval encoder's."""
-    return method.features if hasattr(method, "features") else eval_encoder(method).features
-
-
 def last_blocks_cls(encoder: torch.nn.Module, n: int) -> FeatureFn:
     """DINOv2's multi-block feature: {f'cls{n}': (B, n·D)}, the CLS token after each of the encoder's last n
     blocks, each through the final norm (as the last block's output is), concatenated oldest block first.

@@ -21,9 +21,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from timm.data import Mixup
+from timm.data.auto_augment import rand_augment_transform
+from timm.layers import DropPath
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
 from torch import Tensor, nn
 
+from byon.data import BatchLoader, load_dataset
+from byon.data.transforms import augment, normalize
 from byon.errors import ByonError, unknown
+from byon.eval.frozen import holdout, result_path
+from byon.eval.knn import topk_accuracy
+from byon.methods.context import step_generator
+from byon.rundir import load_run, pick_device, write_json
 
 POOLS = {"cls": "token", "mean": "avg"}  # our feature names → timm's global_pool
 
@@ -74,8 +87,6 @@ def classifier(encoder: nn.Module, num_classes: int, pool: str, drop_path: float
     """A copy of `encoder` (a ViTEncoder) with a linear head on its `pool` ('cls' | 'mean') feature and
     stochastic depth rising linearly from 0 to `drop_path` over the blocks; the source stays untouched.
     The head starts near zero (trunc-normal, std 2e-5), as in MAE."""
-    from timm.layers import DropPath
-
     model = copy.deepcopy(encoder)
     rates = torch.linspace(0, drop_path, len(model.blocks)).tolist()
     for blk, r in zip(model.blocks, rates):
@@ -95,8 +106,6 @@ def logits(model: nn.Module, images: Tensor) -> Tensor:
 
 def randaugment(images: Tensor, transform: Any) -> Tensor:
     """Apply a PIL transform to each uint8 (3, H, W) image of (B, 3, H, W) on the CPU; uint8 out."""
-    from PIL import Image
-
     out = [torch.from_numpy(np.asarray(transform(Image.fromarray(img.permute(1, 2, 0).numpy()))).copy())
            for img in images.cpu()]
     return torch.stack(out).permute(0, 3, 1, 2).contiguous()
@@ -123,9 +132,6 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor, mean: tuple[float, ...], std: tuple[float, ...],
              batch_size: int, device: torch.device) -> dict[str, float]:
     """Top-1 (and top-5 with ≥ 5 classes) in percent of `model` on uint8 images (N, C, H, W)."""
-    from byon.data.transforms import normalize
-    from byon.eval.knn import topk_accuracy
-
     model.eval()
     C = model.head.out_features
     ks = (1, 5) if C >= 5 else (1,)
@@ -149,23 +155,11 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
     settings}. `readout`: read-out settings the run is loaded with (`load_run`; e.g. DDAE's feature block).
     `split`: 'test', or 'val' to train on the rest of the training split and score on the run's held-out val
     images (`frozen.holdout`; how a fine-tuning recipe is chosen without looking at test)."""
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import CosineLRScheduler
-
-    from byon.data import BatchLoader, load_dataset
-    from byon.data.transforms import augment
-    from byon.eval.features import eval_encoder
-    from byon.eval.frozen import holdout, result_path
-    from byon.methods.context import step_generator
-    from byon.rundir import load_run, pick_device, write_json
-
     cfg = cfg or FinetuneConfig()
     cfg.validate()
     run_dir = Path(run_dir)
     run_cfg, method = load_run(run_dir, readout=readout)
-    info = method.data_info
+    info = method.info
     dataset = dataset or run_cfg.data.dataset
     device = pick_device(cfg.device)
     load = dict(root=root, image_size=run_cfg.data.image_size, on_bad_file=run_cfg.data.on_bad_file)
@@ -182,7 +176,7 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
         raise ByonError(f"fine-tuning batch size {cfg.batch_size} is larger than the {len(train)} training images; "
                         f"use --batch-size {len(train) - len(train) % 2} or less")
     num_classes = max(train.num_classes, int(train.labels.max()) + 1, int(test.labels.max()) + 1)
-    pool = cfg.pool or getattr(method, "default_feature", "cls")
+    pool = cfg.pool or method.default_feature
     # RandAugment's ops (colour, posterize, solarize, …) are defined on RGB images
     rgb = train.in_chans == 3
     randaug = "off" if not cfg.randaug else cfg.randaug if rgb else \
@@ -190,7 +184,7 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
 
     t0 = time.perf_counter()
     with seeded(cfg.seed, device):
-        model = classifier(eval_encoder(method), num_classes, pool, cfg.drop_path).to(device)
+        model = classifier(method.eval_encoder(), num_classes, pool, cfg.drop_path).to(device)
         del method
         lr = cfg.blr * cfg.batch_size / 256
         opt = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay,
@@ -211,8 +205,6 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
             criterion = nn.CrossEntropyLoss()
         ra = None
         if rgb and cfg.randaug:
-            from timm.data.auto_augment import rand_augment_transform
-
             ra = rand_augment_transform(cfg.randaug, {"translate_const": int(info.img_size * 0.45),
                                                       "img_mean": tuple(round(255 * m) for m in info.mean)})
 

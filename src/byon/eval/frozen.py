@@ -9,7 +9,12 @@ from typing import Any
 import torch
 
 from byon.config import RunConfig
+from byon.data import load_dataset
 from byon.errors import ByonError
+from byon.eval.features import cached_features, extract_features, last_blocks_cls
+from byon.eval.knn import knn_classify
+from byon.eval.linear import GRID_BLRS, linear_probe, probe_grid
+from byon.export import select_encoder
 from byon.rundir import find_checkpoint, load_run, pick_device, write_json
 
 FEATURE_TYPES = ("cls", "mean")
@@ -18,16 +23,14 @@ FEATURE_TYPES = ("cls", "mean")
 def feature_types(method: torch.nn.Module) -> tuple[str, ...]:
     """The frozen-eval features a method has: ('cls', 'mean'), or ('mean',) when its encoder has no CLS token
     (I-JEPA, N-JEPA: `ViTEncoder(class_token=False)`), whose 'cls' would be the mean of the patch tokens again."""
-    from byon.eval.features import eval_encoder
-
     encoder = getattr(method, "encoder", None)
-    encoder = eval_encoder(method) if encoder is None else encoder
+    encoder = method.eval_encoder() if encoder is None else encoder
     return FEATURE_TYPES if getattr(encoder, "cls_token", True) is not None else ("mean",)
 
 
 def default_feature(method: torch.nn.Module) -> str:
     """The method's `default_feature` ('cls' unless it says otherwise), 'mean' where it has no CLS token."""
-    default = getattr(method, "default_feature", "cls")
+    default = method.default_feature
     return default if default in feature_types(method) else "mean"
 
 
@@ -74,15 +77,11 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
     blocks > 1 adds f'cls{n}' (N, n·D), n = min(blocks, depth): the CLS tokens of the last n blocks
     (`last_blocks_cls`), cached in a file of its own beside the base one (so existing caches stay valid).
     """
-    from byon.data import load_dataset
-    from byon.eval.features import cached_features, extract_features, feature_fn, last_blocks_cls
-    from byon.export import select_encoder
-
     run_dir = Path(run_dir)
     device = pick_device(device)
     cfg, method = run if run is not None else load_run(run_dir, readout=readout)
     chosen = select_encoder(method, encoder=encoder)  # before any data is read: a wrong choice fails first
-    info = method.data_info
+    info = method.info
     # the run's resize (imagefolder runs with data.image_size) applies to whatever it is evaluated on
     data = load_dataset(dataset, split, root=root, subset=subset if split == "train" else None, seed=seed,
                         image_size=cfg.data.image_size, val_size=val[0], val_seed=val[1])
@@ -101,7 +100,7 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
                                                                       batch_size=batch_size, device=device))
 
     variant = _variant(encoder, readout)
-    feats = cached(feature_fn(method) if encoder is None else chosen.features, variant)
+    feats = cached(method.features if encoder is None else chosen.features, variant)
     feats = {k: v for k, v in feats.items() if k in feature_types(method)}
     if blocks > 1:
         n = min(blocks, len(chosen.blocks))
@@ -133,9 +132,6 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
     """kind ∈ {knn, linear}: metrics for every feature type the method has (`feature_types`, listed under
     "features"); `top1` is the method's default feature. `encoder`, `readout`: as in `run_features`. `split`:
     'test' (reference: the whole training split) or 'val' (the run's held-out val split; reference: the rest)."""
-    from byon.eval.knn import knn_classify
-    from byon.eval.linear import linear_probe
-
     run_dir = Path(run_dir)
     cfg, method = run = load_run(run_dir, readout=readout)
     sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset))
@@ -185,8 +181,6 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
     entry per feature the method has (`feature_types`); "std" is over the draws. `encoder`, `readout`: as in
     `run_features`; `split`: as in `evaluate`.
     """
-    from byon.eval.linear import linear_probe
-
     if not shots or any(n < 1 for n in shots):
         raise ByonError(f"low-shot needs positive shot counts (images per class), got {list(shots)}")
     if draws < 1 or epochs < 1:
@@ -235,9 +229,6 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
     """DINOv2-style linear evaluation: heads for every feature type × base lr trained in one pass over the
     cached features (`probe_grid`); writes eval/linear-grid-<dataset>.json. `top1` is the best head's, picked on
     `split` (as in `evaluate`; 'val' makes the pick an honest one). `encoder`, `readout`: as in `run_features`."""
-    from byon.eval.linear import GRID_BLRS, probe_grid
-    from byon.export import select_encoder
-
     if blocks < 2:
         raise ByonError(f"the linear grid concatenates the last blocks' CLS tokens; blocks must be >= 2, "
                         f"got {blocks}")

@@ -15,7 +15,10 @@ from typing import Any
 
 import torch
 
+from byon.data import load_dataset
 from byon.errors import ByonError
+from byon.eval.features import extract_features
+from byon.eval.linear import BASE_LR, linear_heads
 from byon.rundir import load_run_for, write_json
 
 DEFAULT_TIMESTEPS = (1, 10, 25, 50, 100, 200)
@@ -50,8 +53,6 @@ def parse_timesteps(spec: str | Sequence[int] | None) -> list[int]:
 def _layer_features(method: torch.nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float], t: int,
                     layers: list[int], seed: int, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
     """{f'layer{l}': (N, D_l)} of uint8 images (N, C, H, W) noised at t; one generator for the whole pass."""
-    from byon.eval.features import extract_features
-
     g = torch.Generator(device=device).manual_seed(seed)
 
     def fn(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -67,12 +68,9 @@ def probe_grid(run_dir: str | Path, dataset: str | None = None, layers: str | Se
                device: str | None = None) -> dict[str, Any]:
     """Linear-probe top-1 for every (layer, t); returns and writes {"layers", "timesteps", "top1": [[layer]
     [t]], "best": {"layer", "t", "top1"}, ...} to eval/probe-grid-<dataset>.json, plus the heat map (.png)."""
-    from byon.data import load_dataset
-    from byon.eval.linear import BASE_LR, linear_heads
-
     run_dir = Path(run_dir)
     cfg, method, dev = load_run_for(run_dir, "layer_features", "the layer × timestep probe grid", device)
-    info = method.data_info
+    info = method.info
     dataset = dataset or cfg.data.dataset
     train = load_dataset(dataset, "train", root=root, subset=subset, seed=seed)
     test = load_dataset(dataset, "test", root=root)

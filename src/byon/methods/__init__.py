@@ -3,14 +3,16 @@ run's config resolved for its method (`build_config`, `load_config`) and the met
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from byon.config import RunConfig, merge_all, resolve
+from byon.config import RunConfig, merge_all, parse_set, resolve
 from byon.data import DataInfo
 from byon.errors import unknown
+from byon.methods.base import Method
 from byon.methods.byol import BYOL
 from byon.methods.byon import BYON
 from byon.methods.ddae import DDAE
@@ -25,7 +27,7 @@ from byon.methods.simmim import SimMIM
 from byon.methods.supervised import Supervised
 from byon.nn.vit import EncoderShape, resolve_shape
 
-METHODS: dict[str, type] = {
+METHODS: dict[str, type[Method]] = {
     "mae": MAE,
 }
 METHODS["byon"] = BYON
@@ -49,12 +51,13 @@ def build_config(overrides: dict[str, Any]) -> RunConfig:
     if method not in METHODS:
         raise unknown("method", str(method), METHODS)
     cls = METHODS[method]
-    return resolve(method, cls.Config, getattr(cls, "recipe", {}) or {}, overrides)
+    return resolve(method, cls.Config, cls.recipe, overrides)
 
 
-def load_config(path: str | Path | None = None, *dicts: dict[str, Any]) -> RunConfig:
-    """YAML file (optional) then each override dict in order."""
-    return build_config(merge_all(path, *dicts))
+def load_config(path: str | Path | None = None, *dicts: dict[str, Any], sets: Sequence[str] = ()) -> RunConfig:
+    """The one override path (the CLI and the benchmarks): the YAML file (optional), then each override dict in
+    order, then the `--set section.key=value` items; later wins."""
+    return build_config(merge_all(path, *dicts, parse_set(list(sets))))
 
 
 def build_method(cfg: RunConfig, info: DataInfo) -> tuple[torch.nn.Module, EncoderShape]:

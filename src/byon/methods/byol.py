@@ -2,8 +2,9 @@
 
 One step: two augmented views of the un-augmented batch → online encoder (CLS) → projector → predictor;
 target = EMA encoder + projector (no gradient) → symmetric loss (2 − 2·cos(p₁, z₂)) + (2 − 2·cos(p₂, z₁)).
-The EMA momentum follows BYOL's cosine schedule to 1. The online encoder is evaluated. Heads, EMA and
-the cosine loss are BYON's contrastive-branch pieces (nn/heads.py, engine/ema.py, losses/bootstrap.py).
+The EMA momentum follows BYOL's cosine schedule to 1. The online encoder is evaluated. Heads, EMA teacher and
+the cosine loss are BYON's contrastive-branch pieces (methods/base.py `BootstrapTeacher`, losses/bootstrap.py).
+BYOL draws both views itself (`augment_batch = False`): the engine's view would go unused.
 
 Augmentations (BYOL table 6), adapted to small and grayscale images:
   random resized crop, scale (0.2, 1.0) (BYOL: 0.08 — an 8-px crop of a 28-px image keeps little; 0.2 as
@@ -23,15 +24,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from byon.data import DataInfo
 from byon.data.transforms import color_jitter, gaussian_blur, hflip, random_grayscale, random_resized_crop, solarize
 from byon.errors import ByonError
 from byon.losses import bootstrap_cosine
+from byon.methods.base import BootstrapTeacher
 from byon.methods.context import StepContext
-from byon.nn.ema import cosine_momentum, make_target
-from byon.nn.heads import MLPHead
 from byon.nn.vit import EncoderShape, ViTEncoder
 
 
@@ -68,24 +68,20 @@ class BYOLConfig:
                             f"{self.ema_base}, {self.ema_end}")
 
 
-class BYOL(nn.Module):
+class BYOL(BootstrapTeacher):
     Config = BYOLConfig
     # BYOL's LARS (lr 0.2·B/256, wd 1.5e-6) is a ResNet recipe the engine does not offer; ViTs trained with a
     # BYOL-style momentum teacher use MoCo v3's AdamW recipe: lr 1.5e-4·B/256, betas (0.9, 0.999), wd 0.1.
     recipe = {"optim": {"blr": 1.5e-4, "betas": [0.9, 0.999], "weight_decay": 0.1}}
     default_feature = "cls"
+    augment_batch = False
 
     def __init__(self, cfg: BYOLConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
         cfg.validate()
         self.cfg, self.shape, self.info = cfg, shape, info
-        D = shape.embed_dim
-        hidden = cfg.proj_hidden or 4 * D
         self.encoder = ViTEncoder(shape)
-        self.projector = MLPHead(D, hidden, cfg.proj_dim)
-        self.predictor = MLPHead(cfg.proj_dim, hidden, cfg.proj_dim)
-        self.target_encoder = make_target(self.encoder)
-        self.target_projector = make_target(self.projector)
+        self.init_bootstrap(cfg.proj_hidden, cfg.proj_dim, cfg.ema_base, cfg.ema_end)
         self.blur_sigma = cfg.blur_sigma or (0.1 * shape.img_size / 224, 2.0 * shape.img_size / 224)
 
     # --- 1. two views ----------------------------------------------------------------------------
@@ -113,9 +109,7 @@ class BYOL(nn.Module):
         y1, y2 = self.encoder.forward_encoder(torch.cat([v1, v2]))[:, 0].chunk(2)
         q1, q2 = self.projector(y1), self.projector(y2)
         p1, p2 = self.predictor(q1), self.predictor(q2)
-        with torch.no_grad():
-            t1, t2 = self.target_encoder.forward_encoder(torch.cat([v1, v2]))[:, 0].chunk(2)
-            z1, z2 = self.target_projector(t1), self.target_projector(t2)
+        z1, z2 = self.teacher(torch.cat([v1, v2]), 2)
         l12, cos12 = bootstrap_cosine(p1, z2)  # −mean cos; 2 − 2·cos = 2 + 2·l
         l21, cos21 = bootstrap_cosine(p2, z1)
         loss = (2 + 2 * l12) + (2 + 2 * l21)
@@ -123,21 +117,6 @@ class BYOL(nn.Module):
         # collapsed, ≈ 1/sqrt(proj_dim) when spread
         z_std = F.normalize(q1.detach().float(), dim=-1).std(dim=0, correction=0).mean()
         return {"loss": loss, "cos": torch.cat([cos12, cos21]).mean().detach(), "z_std": z_std}
-
-    # --- engine hooks ----------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> BYOL:
-        super().train(mode)
-        self.target_encoder.eval()  # no drop paths in the teacher; its projector's BN stays in batch mode
-        return self
-
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
-
-    def ema_momentum(self, progress: float) -> float:
-        return cosine_momentum(self.cfg.ema_base, self.cfg.ema_end, progress)
-
-    def eval_encoder(self) -> ViTEncoder:
-        return self.encoder
 
 
 __all__ = ["BYOL", "BYOLConfig"]

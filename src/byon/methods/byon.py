@@ -9,10 +9,7 @@ by SUE's δ_u. The online encoder (clean input, no t) is the product.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -24,10 +21,9 @@ from byon.corruption.saliency import IAN_ETAS, SALIENCY_SCALES, IANOutput, ian, 
 from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import SUE_SIGNS, bootstrap_cosine, masked_mse, sue_weight
+from byon.methods.base import BootstrapTeacher
 from byon.methods.context import StepContext
 from byon.nn.decoders import CONDITIONINGS, CondDecoder
-from byon.nn.ema import cosine_momentum, make_target
-from byon.nn.heads import MLPHead
 from byon.nn.vit import EncoderShape, ViTEncoder
 
 
@@ -40,7 +36,7 @@ class BYONConfig:
     ian: bool = True  # false: t ~ U{0…T−1}, η = 1
     sue: bool = True  # false: δ_u = 1
     # corruption (items 1–3)
-    views: str = "same"  # same: reference = the clean view (I_r = I) | two: a second augmentation
+    views: str = "same"  # same: reference = the clean view (I_r = I) | two: a second draw of the run's augmentation
     mask_ratio: float = 0.6
     encoder_tokens: str = "full"  # full: mask embedding θ in the encoder (eq. 9) | visible: MAE-style
     num_timesteps: int = 1000
@@ -111,11 +107,12 @@ class Corruption:
     ian: IANOutput | None
 
 
-class BYON(nn.Module):
+class BYON(BootstrapTeacher):
     Config = BYONConfig
     # BYON builds on MAE's recipe: AdamW (0.9, 0.95), wd 0.05, lr = 1.5e-4 · B / 256, warm-up + cosine.
     recipe = {"optim": {"blr": 1.5e-4, "betas": [0.9, 0.95], "weight_decay": 0.05}}
     default_feature = "cls"
+    run_figures = ("ian-timesteps",)  # appendix C's figure 9 at the end of every run (analysis/timesteps.py)
 
     def __init__(self, cfg: BYONConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
@@ -138,12 +135,7 @@ class BYON(nn.Module):
         self.decoder = make_decoder() if (cfg.demask or cfg.denoise) else None
         two = cfg.decoders == "two" and cfg.demask and cfg.denoise
         self.denoise_decoder = make_decoder() if two else None
-        if cfg.contrastive:
-            hidden = cfg.proj_hidden or 4 * D
-            self.projector = MLPHead(D, hidden, cfg.proj_dim)
-            self.predictor = MLPHead(cfg.proj_dim, hidden, cfg.proj_dim)
-            self.target_encoder = make_target(self.encoder)
-            self.target_projector = make_target(self.projector)
+        self.init_bootstrap(cfg.proj_hidden, cfg.proj_dim, cfg.ema_base, cfg.ema_end, enabled=cfg.contrastive)
 
     # --- 1. corrupt ------------------------------------------------------------------------------
     def corrupt(self, images: Tensor, g: torch.Generator) -> Corruption:
@@ -204,14 +196,10 @@ class BYON(nn.Module):
         tokens = (masked & self.cfg.demask) | (visible & self.cfg.denoise)
         return sue_weight(recon, ref, self.cfg.tau_u, self.cfg.sue_sign, tokens)
 
-    def reference_view(self, batch: dict[str, Tensor], g: torch.Generator) -> Tensor:
+    def reference_view(self, batch: dict[str, Tensor], ctx: StepContext) -> Tensor:
         if self.cfg.views == "same":
             return batch["image"]  # I_r = I: the clean copy of the source's view
-        from byon.config import DataConfig
-        from byon.data.transforms import augment
-
-        # a second draw of the default pretraining view (data.crop_* defaults; the method has no DataConfig)
-        return augment(batch["raw"], DataConfig(), self.info.mean, self.info.std, g)
+        return ctx.augment(batch["raw"])  # a second draw of the run's augmentation (data.crop_*, data.hflip)
 
     # --- the step --------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
@@ -239,35 +227,13 @@ class BYON(nn.Module):
         if cfg.contrastive:  # eq. 3, weighted per image by SUE (eqs. 1–2)
             delta_u = self.uncertainty(c, pred, target, eps_hat) if cfg.sue else torch.ones_like(c.eta)
             p = self.predictor(self.projector(tokens[:, 0]))
-            with torch.no_grad():
-                ref = self.reference_view(batch, g)
-                z = self.target_projector(self.target_encoder.forward_encoder(ref)[:, 0])
+            (z,) = self.teacher(self.reference_view(batch, ctx))
             logs["contrastive"], cos = bootstrap_cosine(p, z, delta_u)
             loss = loss + cfg.lambda_con * logs["contrastive"]
             logs |= {"delta_u": delta_u.mean(), "cos": cos.mean()}
         return {"loss": loss, **{k: v.detach() for k, v in logs.items()}}
 
     # --- engine hooks ----------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> BYON:
-        super().train(mode)
-        if self.cfg.contrastive:  # the EMA teacher never drops paths; its projector's BN stays in batch mode
-            self.target_encoder.eval()
-        return self
-
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        if not self.cfg.contrastive:
-            return []
-        return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
-
-    def ema_momentum(self, progress: float) -> float:
-        return cosine_momentum(self.cfg.ema_base, self.cfg.ema_end, progress)
-
-    def eval_encoder(self) -> ViTEncoder:
-        return self.encoder
-
-    def features(self, images: Tensor) -> dict[str, Tensor]:
-        return self.encoder.features(images)
-
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}
 
@@ -292,54 +258,5 @@ class BYON(nn.Module):
             out["demasked"] = img(pred.masked_fill(~masked, 0))
         return out | {"reconstruction": img(torch.where(masked, pred, denoised))}
 
-    def on_run_end(self, run_dir: str | Path) -> None:
-        """ian_timesteps.png (appendix C, figure 9) and byon_summary.json from the timestep histogram."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        summary = timestep_summary(self.t_hist.cpu())
-        summary["config"] = dataclasses.asdict(self.cfg)
-        hist = summary.pop("hist")  # one line, not a thousand
-        text = json.dumps(summary, indent=1)[:-2] + f',\n "hist": {json.dumps(hist)}\n}}\n'
-        (run_dir / "byon_summary.json").write_text(text)
-        plot_timesteps(self.t_hist.cpu(), summary["top5"], run_dir / "ian_timesteps.png",
-                       "IAN" if self.cfg.ian else "uniform")
 
-
-def timestep_summary(hist: Tensor, interval: int = 100) -> dict:
-    """Counts, moments, and appendix C's top five: the modal timestep of each `interval`-wide bin,
-    ranked by its count."""
-    T, total = hist.numel(), int(hist.sum())
-    ts = torch.arange(T, dtype=torch.float64)
-    mean = float((hist * ts).sum() / total) if total else float("nan")
-    std = float(((hist * (ts - mean) ** 2).sum() / total).sqrt()) if total else float("nan")
-    modes = []
-    for lo in range(0, T, interval):
-        seg = hist[lo:lo + interval]
-        if int(seg.sum()):
-            modes.append((int(seg.max()), lo + int(seg.argmax())))
-    top5 = [t for _, t in sorted(modes, key=lambda ct: (-ct[0], ct[1]))[:5]]
-    counts = [int(hist[lo:lo + interval].sum()) for lo in range(0, T, interval)]
-    return {"num_timesteps": T, "total": total, "t_mean": mean, "t_std": std, "top5": top5,
-            "interval": interval, "interval_counts": counts, "hist": [int(v) for v in hist]}
-
-
-def plot_timesteps(hist: Tensor, top5: list[int], path: Path, label: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    T, width = hist.numel(), 20
-    bins = hist[: T // width * width].view(-1, width).sum(1)
-    ax.bar(torch.arange(bins.numel()) * width, bins.numpy(), width=width, align="edge", color="tab:blue")
-    for t in top5:
-        ax.axvline(t, color="tab:red", lw=1, ls="--")
-    ax.set_xlabel("timestep t")
-    ax.set_ylabel(f"count (bins of {width})")
-    ax.set_title(f"BYON {label} timesteps; top-5 (appendix C): {', '.join(map(str, top5)) or '—'}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-__all__ = ["BYON", "BYONConfig", "Corruption", "plot_timesteps", "timestep_summary"]
+__all__ = ["BYON", "BYONConfig", "Corruption"]

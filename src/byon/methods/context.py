@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+from torch import Tensor
+
+from byon.config import DataConfig
+from byon.data.transforms import augment as augment_view
+
+
+def _no_augment(raw: Tensor) -> Tensor:
+    raise RuntimeError("this StepContext has no augmentation: build it with `step_context(...)`")
 
 
 @dataclass
 class StepContext:
     """generator: seeded from (seed, global step, rank) on the batch's device — every random draw of a
     corruption uses it, so runs repeat exactly and resume needs no RNG state.
-    progress: fraction of training done, in [0, 1]."""
+    progress: fraction of training done, in [0, 1].
+    augment: the run's augmentation (data.crop_*, data.hflip), uint8 (B, C, H, W) → normalised float view,
+    drawing from `generator`; a method that needs views of its own draws them with it."""
 
     generator: torch.Generator
     step: int = 0
     epoch: int = 0
     progress: float = 0.0
     total_steps: int = 1
+    augment: Callable[[Tensor], Tensor] = _no_augment
+
+
+def step_context(data: DataConfig, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor,
+                 generator: torch.Generator, step: int = 0, epoch: int = 0, total_steps: int = 1) -> StepContext:
+    """The context of step `step` of `total_steps`, its `augment` the run's (`data`, normalised by mean/std)."""
+    return StepContext(generator=generator, step=step, epoch=epoch, progress=step / total_steps,
+                       total_steps=total_steps,
+                       augment=partial(augment_view, cfg=data, mean=mean, std=std, generator=generator))
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:

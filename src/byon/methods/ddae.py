@@ -39,6 +39,7 @@ from byon.corruption.samplers import ddim_sample, heun_sample
 from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import token_mse
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.denoiser import SPLITS, CondViT
 from byon.nn.ema import make_target
@@ -83,7 +84,7 @@ class DDAEConfig:
             raise ByonError(f"ddae.sigma_data must be > 0 and p_std ≥ 0, got {self.sigma_data}, {self.p_std}")
 
 
-class DDAE(nn.Module):
+class DDAE(Method):
     Config = DDAEConfig
     # DDAE's DDPM recipe (config/DDPM_ddpm.yaml, train.py): Adam, lr 1e-4 per 128 images (scaled with the
     # GPUs) = 2e-4 · B / 256, no weight decay, grad-norm clip 1.0, warm-up then constant (here: cosine).
@@ -105,7 +106,6 @@ class DDAE(nn.Module):
             raise ByonError(f"ddae.feature_block {self.feature_block} does not exist; the network has blocks "
                             f"1…{self.net.depth}")
         self._feature_calls = 0
-        self._total_steps: int | None = None  # the schedule's length, from the step context (ema_momentum)
 
     @property
     def num_layers(self) -> int:
@@ -133,7 +133,6 @@ class DDAE(nn.Module):
     # --- the step --------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         cfg, g, p = self.cfg, ctx.generator, self.shape.patch_size
-        self._total_steps = ctx.total_steps
         x0 = cfg.sigma_data * batch["image"]  # (B, C, H, W) at the schedules' data scale
         B = x0.shape[0]
         eps = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
@@ -249,20 +248,13 @@ class DDAE(nn.Module):
         return x0 / sd
 
     # --- engine hooks ----------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> DDAE:
-        super().train(mode)
-        self.ema.eval()
-        return self
-
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.net, self.ema)]
 
-    def ema_momentum(self, progress: float) -> float:
-        """The decay of update k = progress · total steps − 1 (the engine passes (k + 1) / total steps):
+    def ema_momentum(self, step: int, total_steps: int) -> float:
+        """The decay of update k = step − 1 (0-based, at most the schedule's last):
         min(ema_decay, 1 − (1 + k)^(−2/3)), ema_pytorch's warm-up (inv_gamma 1, power 2/3); 0 at k = 0."""
-        if self._total_steps is None:
-            raise RuntimeError("DDAE.ema_momentum needs the schedule's length: run a training step first")
-        k = max(round(progress * self._total_steps) - 1, 0)
+        k = max(min(step, total_steps) - 1, 0)
         return min(self.cfg.ema_decay, 1 - (1 + k) ** (-2 / 3))
 
 

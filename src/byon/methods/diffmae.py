@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from byon.corruption.diffusion import SCHEDULES, DDPMSchedule
 from byon.corruption.masking import TokenMask, check_ratio, random_masking
@@ -29,6 +29,7 @@ from byon.corruption.patches import denorm_pix, masked_panels, norm_pix, patchif
 from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import masked_mse
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.decoders import DIFFUSION_ATTENTION, DiffusionDecoder
 from byon.nn.vit import EncoderShape, ViTEncoder
@@ -57,7 +58,7 @@ class DiffMAEConfig:
             raise ByonError(f"diffmae.num_timesteps must be at least 1, got {self.num_timesteps}")
 
 
-class DiffMAE(nn.Module):
+class DiffMAE(Method):
     Config = DiffMAEConfig
     # DiffMAE pretrains with MAE's recipe: AdamW (0.9, 0.95), wd 0.05, lr = 1.5e-4 · B / 256, warm-up + cosine.
     recipe = {"optim": {"blr": 1.5e-4, "betas": [0.9, 0.95], "weight_decay": 0.05}}
@@ -66,7 +67,7 @@ class DiffMAE(nn.Module):
     def __init__(self, cfg: DiffMAEConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
         cfg.validate()
-        self.cfg, self.shape = cfg, shape
+        self.cfg, self.shape, self.info = cfg, shape, info
         self.encoder = ViTEncoder(shape)
         self.diffusion = DDPMSchedule(cfg.num_timesteps, kind=cfg.schedule)
         self.decoder = DiffusionDecoder(
@@ -114,9 +115,6 @@ class DiffMAE(nn.Module):
             pred, x_t = denorm_pix(pred, x), denorm_pix(x_t, x)
         shown = torch.where(m.mask.unsqueeze(-1), x_t, x)
         return masked_panels(images, pred, m.mask, self.shape.patch_size, shown=shown)
-
-    def eval_encoder(self) -> ViTEncoder:
-        return self.encoder
 
 
 __all__ = ["DiffMAE", "DiffMAEConfig"]

@@ -32,6 +32,7 @@ from byon.corruption.patches import masked_panels, patchify, unpatchify
 from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import disruption_loss, masked_l1, masked_mse
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.vit import EncoderShape, ViTEncoder
 
@@ -76,7 +77,7 @@ def feature_noise(h: Tensor, tokens: Tensor, sigma: Tensor, eps: Tensor) -> Tens
     return h + scale * rms * eps
 
 
-class FeatureNoiseMIM(nn.Module):
+class FeatureNoiseMIM(Method):
     Config = FNMIMConfig
     # No published recipe; the SimMIM one it builds on: AdamW (0.9, 0.999), wd 0.05, lr = 1e-4 · B / 512, clip 5.
     recipe = {"optim": {"blr": 5e-5, "betas": [0.9, 0.999], "weight_decay": 0.05, "grad_clip": 5.0}}
@@ -88,7 +89,7 @@ class FeatureNoiseMIM(nn.Module):
         if cfg.inject != "pixel" and cfg.inject > shape.depth:
             raise ByonError(f"fnmim.inject={cfg.inject} but the encoder has {shape.depth} blocks; choose 'pixel' "
                             f"or 0..{shape.depth}")
-        self.cfg, self.shape = cfg, shape
+        self.cfg, self.shape, self.info = cfg, shape, info
         self.num_noised = int(shape.num_patches * cfg.noise_ratio)
         self.encoder = ViTEncoder(shape)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, shape.embed_dim))
@@ -166,9 +167,6 @@ class FeatureNoiseMIM(nn.Module):
         shown = o["shown"].masked_fill(o["masked"].unsqueeze(-1), 0)
         return masked_panels(images, o["pred"], o["masked"], self.shape.patch_size, shown=shown,
                              pasted=o["masked"] | o["noised"])
-
-    def eval_encoder(self) -> ViTEncoder:
-        return self.encoder
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}

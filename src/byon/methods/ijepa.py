@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from byon.corruption.multiblock import TRUNCATIONS, MultiBlockMaskCollator, MultiBlockMasks, gather_blocks
 from byon.data import DataInfo
 from byon.errors import ByonError, unknown
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.ema import linear_momentum, make_target
 from byon.nn.predictor import JEPAPredictor
@@ -66,7 +67,7 @@ class IJEPAConfig:
                             f"{self.ema_base}, {self.ema_end}")
 
 
-class IJEPA(nn.Module):
+class IJEPA(Method):
     Config = IJEPAConfig
     # I-JEPA: AdamW (0.9, 0.999), lr 1e-3 at batch 2048 → 1.25e-4 · B/256, wd cosine 0.04 → 0.4. No data
     # section: the official crop (0.3–1, no flip) is not "more" augmentation than the benchmark protocol's
@@ -143,22 +144,14 @@ class IJEPA(nn.Module):
         return {"loss": loss, "pred": loss.detach(), **self.mask_logs(m, pred)}
 
     # --- engine hooks ----------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> IJEPA:
-        super().train(mode)
-        self.target_encoder.eval()  # the EMA teacher never drops paths
-        return self
-
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.target_encoder)]
 
-    def ema_momentum(self, progress: float) -> float:
-        return linear_momentum(self.cfg.ema_base, self.cfg.ema_end, progress)
+    def ema_momentum(self, step: int, total_steps: int) -> float:
+        return linear_momentum(self.cfg.ema_base, self.cfg.ema_end, step / total_steps)
 
     def eval_encoder(self) -> ViTEncoder:
         return self.target_encoder if self.cfg.eval_encoder == "target" else self.encoder
-
-    def features(self, images: Tensor) -> dict[str, Tensor]:
-        return self.eval_encoder().features(images)
 
 
 __all__ = ["EVAL_ENCODERS", "IJEPA", "IJEPAConfig", "JEPA_LOSSES"]

@@ -19,25 +19,25 @@ probe's t = 10 (appendix A) is σ ≈ 0.014. Pixels are the dataset-normalised o
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from byon.corruption.patches import patchify, unpatchify
 from byon.corruption.pca import PatchPCA, default_latent_dim
 from byon.data import DataInfo
+from byon.data.imagedata import ImageData
 from byon.errors import ByonError, unknown
 from byon.losses.pca_weighted import component_weights, pca_weighted_mse
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.denoiser import SPLITS, CondViT
 from byon.nn.vit import EncoderShape, ViTEncoder
-
-if TYPE_CHECKING:
-    from byon.data.imagedata import ImageData
 
 NOISE_SPACES = ("latent", "pixel")
 PREDICTIONS = ("clean", "noise")
@@ -81,7 +81,7 @@ class LDAEConfig:
                             f"{self.pca_images}")
 
 
-class LDAE(nn.Module):
+class LDAE(Method):
     Config = LDAEConfig
     # l-DAE appendix A (DiT's recipe): AdamW, lr = 1e-4 · B / 256, no weight decay, warm-up then cosine; DiT's
     # betas (0.9, 0.999). The warm-up is the engine's (the protocol's 1 epoch); the paper's ratio, 100 of 400
@@ -187,8 +187,6 @@ class LDAE(nn.Module):
 
     def on_run_end(self, run_dir: str | Path) -> None:
         """ldae_pca.json: the latent dimension and the variance the kept components explain."""
-        import json
-
         explained = self.pca.explained().tolist()
         info = {"latent_dim": self.latent_dim, "patch_dim": self.shape.patch_dim, "noise_space": self.cfg.noise_space,
                 "probe_t": self.probe_t,

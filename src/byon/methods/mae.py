@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from byon.corruption.masking import check_ratio, masked_mean, random_masking
 from byon.corruption.patches import denorm_pix, masked_panels, norm_pix, patchify
 from byon.data import DataInfo
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.decoders import MAEDecoder
 from byon.nn.vit import EncoderShape, ViTEncoder
@@ -31,7 +32,7 @@ class MAEConfig:
         check_ratio(self.mask_ratio, "mae.mask_ratio")
 
 
-class MAE(nn.Module):
+class MAE(Method):
     Config = MAEConfig
     # MAE's pretraining recipe: AdamW (0.9, 0.95), wd 0.05, lr = 1.5e-4 · B / 256, warm-up + cosine.
     recipe = {"optim": {"blr": 1.5e-4, "betas": [0.9, 0.95], "weight_decay": 0.05}}
@@ -39,7 +40,7 @@ class MAE(nn.Module):
 
     def __init__(self, cfg: MAEConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
-        self.cfg, self.shape = cfg, shape
+        self.cfg, self.shape, self.info = cfg, shape, info
         self.encoder = ViTEncoder(shape)
         self.decoder = MAEDecoder(
             embed_dim=shape.embed_dim, num_patches=shape.num_patches, patch_dim=shape.patch_dim,
@@ -69,9 +70,6 @@ class MAE(nn.Module):
         per_patch = (pred - target).pow(2).mean(dim=-1)  # (B, N)
         loss = masked_mean(per_patch, m.mask)
         return {"loss": loss, "recon": loss.detach()}
-
-    def eval_encoder(self) -> ViTEncoder:
-        return self.encoder
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from byon.corruption.diffusion import edm_precondition, edm_sigma, edm_weight
 from byon.corruption.masking import TokenMask, check_ratio, masked_mean, random_masking
@@ -38,6 +38,7 @@ from byon.corruption.patches import masked_panels, norm_pix, patchify, unpatchif
 from byon.data import DataInfo
 from byon.errors import ByonError, unknown
 from byon.losses import masked_mse, token_mse
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.cond import BlockModulation, TimestepEmbedder, fold_modulation, forward_modulated
 from byon.nn.decoders import CondDecoder
@@ -70,7 +71,7 @@ class MaskDiTConfig:
             raise ByonError(f"maskdit.p_std must be ≥ 0, got {self.p_std}")
 
 
-class MaskDiT(nn.Module):
+class MaskDiT(Method):
     Config = MaskDiTConfig
     # MaskDiT: AdamW (0.9, 0.999), no weight decay, constant lr 1e-4 at batch 1024 = 2.5e-5 · B / 256
     # (the engine's warm-up + cosine replaces the constant lr).
@@ -81,7 +82,7 @@ class MaskDiT(nn.Module):
     def __init__(self, cfg: MaskDiTConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
         cfg.validate()
-        self.cfg, self.shape = cfg, shape
+        self.cfg, self.shape, self.info = cfg, shape, info
         D = shape.embed_dim
         self.encoder = ViTEncoder(shape)
         self.t_embed = TimestepEmbedder(D)  # c_noise → the encoder's conditioning

@@ -28,6 +28,7 @@ from byon.corruption.patches import masked_panels, patchify
 from byon.data import DataInfo
 from byon.errors import ByonError
 from byon.losses import masked_l1
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.vit import EncoderShape, ViTEncoder
 
@@ -45,7 +46,7 @@ class SimMIMConfig:
             raise ByonError(f"simmim.mask_patch must be at least 1 token, got {self.mask_patch}")
 
 
-class SimMIM(nn.Module):
+class SimMIM(Method):
     Config = SimMIMConfig
     # SimMIM ViT-B: AdamW (0.9, 0.999), wd 0.05, lr = 1e-4 · B / 512 (= 5e-5 · B / 256), grad-clip 5.
     # (Its multistep lr decay becomes the engine's warm-up + cosine.)
@@ -55,7 +56,7 @@ class SimMIM(nn.Module):
     def __init__(self, cfg: SimMIMConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
         cfg.validate()
-        self.cfg, self.shape = cfg, shape
+        self.cfg, self.shape, self.info = cfg, shape, info
         self.encoder = ViTEncoder(shape)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, shape.embed_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
@@ -78,9 +79,6 @@ class SimMIM(nn.Module):
         # 4-5. L1 on the masked patches' dataset-normalised pixels
         loss = masked_l1(pred, patchify(images, self.shape.patch_size), mask)
         return {"loss": loss, "recon": loss.detach(), "mask_ratio": mask.float().mean()}
-
-    def eval_encoder(self) -> ViTEncoder:
-        return self.encoder
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:

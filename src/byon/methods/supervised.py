@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from byon.data import DataInfo
 from byon.errors import ByonError
+from byon.methods.base import Method
 from byon.methods.context import StepContext
 from byon.nn.vit import EncoderShape, ViTEncoder
 
@@ -31,7 +32,7 @@ class SupervisedConfig:
             raise ByonError(f"supervised.pool must be 'cls' or 'mean', got '{self.pool}'")
 
 
-class Supervised(nn.Module):
+class Supervised(Method):
     Config = SupervisedConfig
     # DeiT's recipe: AdamW (0.9, 0.999), wd 0.05, lr = 5e-4 · B / 512.
     recipe = {"optim": {"blr": 5e-4, "lr_scale_batch": 512, "betas": [0.9, 0.999], "weight_decay": 0.05}}
@@ -42,7 +43,7 @@ class Supervised(nn.Module):
         if not info.num_classes:
             raise ByonError(f"method 'supervised' needs labels, and dataset '{info.name}' has none; "
                             "pick a labelled dataset (fashion-mnist, cifar10, imagefolder with class folders)")
-        self.cfg, self.shape = cfg, shape
+        self.cfg, self.shape, self.info = cfg, shape, info
         self.encoder = ViTEncoder(shape)
         self.head = nn.Linear(shape.embed_dim, info.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
@@ -56,6 +57,3 @@ class Supervised(nn.Module):
         with torch.no_grad():
             acc = (logits.argmax(-1) == labels).float().mean() * 100
         return {"loss": loss, "train_top1": acc}
-
-    def eval_encoder(self) -> ViTEncoder:
-        return self.encoder
