@@ -353,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "ldae.probe_t=50, maskdit.probe_sigma=0.1, ijepa.eval_encoder=context (results go to "
                          "eval/<kind>-<dataset>-<settings>.json)")
     ec.add_argument("--json", action="store_true", help="also print the result as one JSON object (last line); "
-                                                         "it is always written to <run>/eval/<kind>-<dataset>.json")
+                                                         "it is always written to <run>/eval/<kind>-<dataset>.json, "
+                                                         "with the settings that differ from the defaults "
+                                                         "appended to the name (e.g. knn-<dataset>-k=100.json)")
     _trust_flag(ec)
     ek = esub.add_parser("knn", parents=[ec], help="weighted kNN on frozen features")
     ek.add_argument("--subset", type=int, help="stratified subset of the labelled training split")

@@ -36,9 +36,11 @@ def test_quality_writes_one_json_per_run_and_skips_finished_runs(tmp_path, smoke
     # the protocol's fine-tuning: its fixed recipe, on its labelled subset, scored on test
     assert (ft["epochs"], ft["subset"], ft["blr"], ft["layer_decay"]) == (1, 128, 5e-4, 0.75)
     assert 0.0 <= m["finetune"] <= 100.0 and m["finetune_seconds"] > 0
-    fine = json.loads((runs / "smoke" / "mae-seed0" / "eval" / "finetune-synthetic.json").read_text())
+    (path,) = (runs / "smoke" / "mae-seed0" / "eval").glob("finetune-synthetic-*.json")  # named after the recipe
+    fine = json.loads(path.read_text())
     assert fine["top1"] == m["finetune"] and fine["train_images"] == 128 and fine["split"] == "test"
-    low = json.loads((runs / "smoke" / "mae-seed0" / "eval" / "lowshot-synthetic.json").read_text())
+    low = json.loads((runs / "smoke" / "mae-seed0" / "eval" / "lowshot-synthetic-draws=2,epochs=2,shots=5.json"
+                      ).read_text())
     assert low["epochs"] == 2 and low["draws"] == 2
     assert isinstance(rec["dirty"], bool) and rec["eval_env"]["dirty"] == git_dirty()
     assert rec["eval_env"]["commit"] == git_commit() and rec["command"]

@@ -93,7 +93,8 @@ def test_finetune_grayscale_from_the_cli(gray_run: Path, capsys: pytest.CaptureF
     assert res["steps"] == 3 and res["train_images"] == 48 and res["test_images"] == 500
     assert res["pool"] == "mean" and res["lr"] == pytest.approx(1e-3 * 16 / 256)  # MAE's default feature
     assert 0.0 <= res["top1"] <= res["top5"] <= 100.0 and len(res["history"]) == 1
-    assert json.loads((gray_run / "eval" / "finetune-synthetic.json").read_text()) == res
+    path = gray_run / "eval" / "finetune-synthetic-batch_size=16,blr=0.001,epochs=1,subset=48.json"
+    assert json.loads(path.read_text()) == res  # named after the settings that differ from the defaults
 
 
 def test_finetune_rgb_applies_randaugment_and_repeats_exactly(rgb_run: Path) -> None:
@@ -118,5 +119,6 @@ def test_finetune_with_a_readout_setting_tunes_that_truncation(ddae_run: Path) -
     cfg = FinetuneConfig(epochs=1, batch_size=16, subset=32, eval_batch_size=256)
     res = finetune(ddae_run, cfg=cfg, readout={"feature_block": 3})  # vit-test: blocks 1-2 the encoder half
     assert res["readout"] == {"feature_block": 3} and res["encoder_blocks"] == 3  # a cut in the decoder half
-    assert json.loads((ddae_run / "eval" / "finetune-synthetic-feature_block=3.json").read_text()) == res
-    assert not (ddae_run / "eval" / "finetune-synthetic.json").exists()  # the default's file is another one
+    path = ddae_run / "eval" / "finetune-synthetic-feature_block=3-batch_size=16,epochs=1,subset=32.json"
+    assert json.loads(path.read_text()) == res
+    assert not list((ddae_run / "eval").glob("finetune-synthetic-b*.json"))  # the default read-out's is another

@@ -43,7 +43,8 @@ def test_linear_grid_from_the_cli(gray_run: Path, capsys: pytest.CaptureFixture)
     assert [(h["feature"], h["blr"]) for h in res["heads"]] == [(f, b) for f in res["features"] for b in (0.1, 1.0)]
     assert res["top1"] == res["best"]["top1"] == max(h["top1"] for h in res["heads"])
     assert res["selected_on"] == "test"
-    assert json.loads((gray_run / "eval" / "linear-grid-synthetic.json").read_text()) == res
+    path = gray_run / "eval" / "linear-grid-synthetic-blrs=0.1+1.0,epochs=2,subset=200.json"
+    assert json.loads(path.read_text()) == res
 
 
 def test_lowshot_from_the_cli(gray_run: Path, capsys: pytest.CaptureFixture) -> None:
@@ -59,7 +60,7 @@ def test_lowshot_from_the_cli(gray_run: Path, capsys: pytest.CaptureFixture) -> 
             assert res[n][ft]["mean"] == pytest.approx(float(accs.mean()))
             assert res[n][ft]["std"] == pytest.approx(float(accs.std()))
         assert res["top1"][n] == res[n][res["default_feature"]]["mean"]
-    assert (gray_run / "eval" / "lowshot-synthetic.json").is_file()
+    assert (gray_run / "eval" / "lowshot-synthetic-draws=3,epochs=3,shots=2+5.json").is_file()
     assert main(["eval", "lowshot", "--run", str(gray_run), "--shots", "2,x"]) == 2
     assert "--shots expects comma-separated integers" in capsys.readouterr().err
 
@@ -127,8 +128,8 @@ def test_encoder_choice_evaluates_that_encoder_and_keeps_the_default_result(ema_
     assert main(["eval", "knn", "--run", str(ema_run), "--subset", "200", "--encoder", "ema", "--json"]) == 0
     ema = last_json(capsys)
     assert default["encoder"] == "default" and ema["encoder"] == "ema"
-    assert json.loads((ema_run / "eval" / "knn-synthetic.json").read_text()) == default  # not overwritten
-    assert json.loads((ema_run / "eval" / "knn-synthetic-ema.json").read_text()) == ema
+    assert json.loads((ema_run / "eval" / "knn-synthetic-subset=200.json").read_text()) == default  # kept
+    assert json.loads((ema_run / "eval" / "knn-synthetic-ema-subset=200.json").read_text()) == ema
 
     _, method = load_run(ema_run)
     feats, _ = run_features(ema_run, "synthetic", "test", encoder="ema")
@@ -168,8 +169,8 @@ def test_readout_settings_at_evaluation_read_that_block_and_keep_the_default_res
                  "ddae.feature_noise=false", "--json"]) == 0
     chosen = last_json(capsys)
     assert default["readout"] == {} and chosen["readout"] == {"feature_block": 1, "feature_noise": False}
-    assert json.loads((ddae_run / "eval" / "knn-synthetic.json").read_text()) == default
-    path = ddae_run / "eval" / "knn-synthetic-feature_block=1,feature_noise=False.json"
+    assert json.loads((ddae_run / "eval" / "knn-synthetic-subset=100.json").read_text()) == default
+    path = ddae_run / "eval" / "knn-synthetic-feature_block=1,feature_noise=False-subset=100.json"
     assert json.loads(path.read_text()) == chosen
 
     readout = {"feature_block": 1, "feature_noise": False}
@@ -209,3 +210,14 @@ def test_readout_settings_that_would_change_the_network_are_one_line_errors(
     assert "settable at evaluation: none" in capsys.readouterr().err
     assert main(["eval", "knn", "--run", str(ddae_run), "--set", "ddae.feature_block=99"]) == 2
     assert "ddae.feature_block 99 does not exist" in capsys.readouterr().err
+
+
+def test_results_under_other_settings_get_their_own_file(gray_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", "knn", "--run", str(gray_run), "--json"]) == 0
+    default = last_json(capsys)
+    assert main(["eval", "knn", "--run", str(gray_run), "--k", "100", "--temperature", "0.1", "--json"]) == 0
+    other = last_json(capsys)
+    assert json.loads((gray_run / "eval" / "knn-synthetic.json").read_text()) == default  # the k=20 one stays
+    assert json.loads((gray_run / "eval" / "knn-synthetic-k=100,temperature=0.1.json").read_text()) == other
+    assert main(["eval", "knn", "--run", str(gray_run), "--k", "20", "--seed", "3"]) == 0  # k=20 is the default
+    assert (gray_run / "eval" / "knn-synthetic-seed=3.json").is_file()

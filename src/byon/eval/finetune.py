@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from byon.data import BatchLoader, load_dataset
 from byon.data.transforms import augment, normalize
 from byon.errors import ByonError, unknown
-from byon.eval.frozen import holdout, result_path
+from byon.eval.frozen import holdout, non_default, result_path
 from byon.eval.knn import topk_accuracy
 from byon.methods.context import step_generator
 from byon.rundir import load_run, pick_device, write_json
@@ -245,5 +245,7 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
         "readout": readout or {}, "encoder_blocks": len(model.blocks), "settings": dataclasses.asdict(cfg),
         "history": history,
     }
-    write_json(result_path(run_dir, "finetune", dataset, None, readout, split), result)
+    chosen = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "eval_batch_size")}  # speed only
+    write_json(result_path(run_dir, "finetune", dataset, None, readout, split,
+                           non_default(FinetuneConfig, **chosen)), result)
     return result

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from byon.data import load_dataset
 from byon.errors import ByonError
 from byon.eval.features import cached_features, extract_features, last_blocks_cls
 from byon.eval.knn import knn_classify
-from byon.eval.linear import GRID_BLRS, linear_probe, probe_grid
+from byon.eval.linear import GRID_BLRS, linear_heads, linear_probe, probe_grid
 from byon.export import select_encoder
 from byon.rundir import find_checkpoint, load_run, pick_device, write_json
 
@@ -116,14 +118,25 @@ def _variant(encoder: str | None, readout: dict[str, Any] | None) -> str:
     return "-".join(parts).replace("/", "_")
 
 
+def non_default(fn: Callable[..., Any], **values: Any) -> dict[str, Any]:
+    """The `values` that differ from the defaults of `fn`'s same-named parameters (the evaluation settings a
+    result file must be named after)."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in values.items() if k in params and params[k].default != v}
+
+
 def result_path(run_dir: Path, kind: str, dataset: str, encoder: str | None,
-                 readout: dict[str, Any] | None = None, split: str = "test") -> Path:
-    """<run>/eval/<kind>-<dataset>[-val][-<variant>].json: a chosen encoder's or read-out's results, and results
-    on the val split, do not replace the default's."""
+                 readout: dict[str, Any] | None = None, split: str = "test",
+                 settings: dict[str, Any] | None = None) -> Path:
+    """<run>/eval/<kind>-<dataset>[-val][-<variant>][-<settings>].json: a chosen encoder's or read-out's results,
+    results on the val split, and results under evaluation settings other than the defaults (`settings`, e.g.
+    {'k': 100}) do not replace the default's."""
     (run_dir / "eval").mkdir(exist_ok=True)
-    variant = _variant(encoder, readout)
-    on = "-val" if split == "val" else ""
-    return run_dir / "eval" / f"{kind}-{dataset}{on}{'-' + variant if variant else ''}.json"
+    parts = ["val" if split == "val" else "", _variant(encoder, readout)]
+    if settings:
+        parts.append(",".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+                              for k, v in sorted(settings.items())).replace("/", "_"))
+    return run_dir / "eval" / ("-".join([f"{kind}-{dataset}", *(p for p in parts if p)]) + ".json")
 
 
 def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
@@ -153,7 +166,9 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
         result[ft] = r
         result[f"top1_{ft}"] = r["top1"]
     result["top1"] = result[f"top1_{default}"]
-    write_json(result_path(run_dir, kind, dataset, encoder, readout, split), result)
+    settings = non_default(knn_classify if kind == "knn" else linear_probe, **kwargs) | non_default(
+        evaluate, subset=subset, seed=seed)
+    write_json(result_path(run_dir, kind, dataset, encoder, readout, split, settings), result)
     return result
 
 
@@ -211,7 +226,8 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
             result[str(n)][ft] = {"mean": float(t.mean()), "std": float(t.std()) if draws > 1 else 0.0,
                                   "draws": accs}
     result["top1"] = {str(n): result[str(n)][default]["mean"] for n in shots}
-    write_json(result_path(run_dir, "lowshot", dataset, encoder, readout, split), result)
+    settings = non_default(evaluate_lowshot, shots=shots, draws=draws, seed=seed, epochs=epochs)
+    write_json(result_path(run_dir, "lowshot", dataset, encoder, readout, split, settings), result)
     return result
 
 
@@ -249,5 +265,7 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
                               "features": list(features), "last_blocks": n,
                               "blrs": list(blrs or GRID_BLRS), "selected_on": split,
                               "top1": grid["best"]["top1"]} | grid
-    write_json(result_path(run_dir, "linear-grid", dataset, encoder, readout, split), result)
+    settings = non_default(evaluate_linear_grid, subset=subset, seed=seed, blrs=blrs, blocks=blocks) | non_default(
+        probe_grid, **kwargs) | non_default(linear_heads, **{k: v for k, v in kwargs.items() if k != "batch_size"})
+    write_json(result_path(run_dir, "linear-grid", dataset, encoder, readout, split, settings), result)
     return result
