@@ -297,3 +297,44 @@ def test_bad_settings_on_resume_leave_the_run_untouched(mae_run, tmp_path, capsy
     assert main(["pretrain", *SYNTH, "--out", str(run), "--resume", "auto", "--set", "optim.lr=-1"]) == 2
     assert error_line(capsys).startswith("optim.lr must be above 0, got -1")
     assert hashes(run) == before
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("two") / "run"
+    assert main(["pretrain", *SYNTH, "--epochs", "2", "--out", str(run)]) == 0
+    return run
+
+
+def test_a_damaged_last_ckpt_is_replaced_by_resume_and_eval_can_pick_a_checkpoint(two_epoch_run, tmp_path, capsys,
+                                                                                   hashes):
+    run = copy_run(two_epoch_run, tmp_path / "run")
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    before = hashes(run)
+    capsys.readouterr()
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "e.safetensors")]) == 2
+    assert error_line(capsys) == (f"checkpoint '{last}' cannot be read (RuntimeError); it is truncated or not a byon "
+                                  f"checkpoint — pick another with --checkpoint (this run also has: epoch-1, epoch-0)")
+    assert main(["eval", "knn", "--run", str(run), "--checkpoint", "epoch-7"]) == 2
+    assert error_line(capsys) == (f"--checkpoint epoch-7: no such checkpoint in '{run / 'checkpoints'}'; give last, "
+                                  f"epoch-N or a .ckpt path (this run has: last, epoch-1, epoch-0)")
+    assert hashes(run) == before
+    for choice in ("epoch-1", str(run / "checkpoints" / "epoch=0001.ckpt")):
+        assert main(["export", "--run", str(run), "--out", str(tmp_path / "e.safetensors"), "--checkpoint",
+                     choice]) == 0
+        assert json.loads((tmp_path / "e.json").read_text())["checkpoint"] == "epoch=0001.ckpt"
+    assert main(["eval", "knn", "--run", str(run), "--checkpoint", "epoch-0"]) == 0
+    assert (run / "eval" / "knn-synthetic-checkpoint=epoch-0.json").is_file()
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+    assert main(["embed", "--run", str(run), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "f.npy"),
+                 "--checkpoint", "epoch-1"]) == 0
+    assert np.load(tmp_path / "f.npy").shape[0] == 1
+
+    # --resume auto skips the damaged file and, with nothing left to train, writes a good last.ckpt over it
+    assert main(["pretrain", *SYNTH, "--epochs", "2", "--out", str(run), "--resume", "auto"]) == 0
+    good = torch.load(run / "checkpoints" / "epoch=0001.ckpt", weights_only=True)["state_dict"]
+    now = torch.load(last, weights_only=True)["state_dict"]
+    assert now.keys() == good.keys() and all(torch.equal(now[k], good[k]) for k in good)
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "e2.safetensors")]) == 0

@@ -68,8 +68,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if readout and a.kind == "probe-grid":
         raise ByonError("--set chooses the read-out of kNN/linear/lowshot/finetune; the probe grid reads every "
                         "block at every --timesteps, so drop --set")
-    # the frozen evaluations' encoder, read-out and query split
-    chosen = dict(encoder=a.encoder, readout=readout, split=a.split)
+    # the frozen evaluations' encoder, read-out, query split and checkpoint
+    chosen = dict(encoder=a.encoder, readout=readout, split=a.split, checkpoint=a.checkpoint)
     on = f"{dataset}{' val' if a.split == 'val' else ''}"
     if a.kind == "finetune":
         from byon.eval.finetune import FinetuneConfig, finetune
@@ -78,7 +78,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
                   "cutmix", "smoothing", "drop_path", "randaug", "pool", "subset", "seed", "device")
         res = finetune(a.run, dataset, a.data_root,
                        FinetuneConfig(**{f: getattr(a, f) for f in fields if getattr(a, f) is not None}),
-                       readout=readout, split=a.split)
+                       readout=readout, split=a.split, checkpoint=a.checkpoint)
         line = (f"finetune top-1 on {on}: {res['top1']:.2f} ({res['pool']} pool, {res['steps']} steps, "
                 f"RandAugment {res['randaugment']})")
     elif a.kind == "probe-grid":
@@ -87,7 +87,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         if a.split != "test":
             raise ByonError("the probe grid scores on the test split only; drop --split")
         res = probe_grid(a.run, dataset, layers=a.layers, timesteps=a.timesteps, subset=a.subset,
-                         epochs=a.linear_epochs, device=a.device, **where)
+                         epochs=a.linear_epochs, device=a.device, checkpoint=a.checkpoint, **where)
         b = res["best"]
         line = (f"probe grid on {dataset}: best block {b['layer']} at t={b['t']}, top-1 {b['top1']:.2f} "
                 f"({len(res['layers'])} blocks x {len(res['timesteps'])} timesteps; eval/probe-grid-{dataset}.png)")
@@ -248,7 +248,7 @@ def _encoder_choice(a: argparse.Namespace) -> str | None:
 def cmd_export(a: argparse.Namespace) -> int:
     from byon.export import export_encoder
 
-    weights, meta = export_encoder(a.run, a.out, encoder=_encoder_choice(a))
+    weights, meta = export_encoder(a.run, a.out, encoder=_encoder_choice(a), checkpoint=a.checkpoint)
     print(f"wrote {weights} and {meta}")
     return 0
 
@@ -257,7 +257,8 @@ def cmd_embed(a: argparse.Namespace) -> int:
     from byon.export import embed_folder
 
     npy, txt, n = embed_folder(a.run, a.images, a.out, feature=a.feature, encoder=_encoder_choice(a),
-                               batch_size=a.batch_size, device=a.device, on_bad_file=a.on_bad_file)
+                               batch_size=a.batch_size, device=a.device, on_bad_file=a.on_bad_file,
+                               checkpoint=a.checkpoint)
     print(f"wrote {n} embeddings to {npy} (file list: {txt})")
     return 0
 
@@ -296,6 +297,12 @@ def cmd_methods(a: argparse.Namespace) -> int:
     for name in METHODS:
         print(name)
     return 0
+
+
+def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="last|epoch-N|PATH",
+                        help="which of the run's checkpoints: last, epoch-N (epoch N's newest save) or a .ckpt path "
+                             "(default: the newest); results of another than the default are named after it")
 
 
 def _trust_flag(parser: argparse.ArgumentParser) -> None:
@@ -357,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "with the settings that differ from the defaults "
                                                          "appended to the name (e.g. knn-<dataset>-k=100.json)")
     _trust_flag(ec)
+    _checkpoint_flag(ec)
     ek = esub.add_parser("knn", parents=[ec], help="weighted kNN on frozen features")
     ek.add_argument("--subset", type=int, help="stratified subset of the labelled training split")
     ek.add_argument("--k", type=int, default=20)
@@ -405,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--ema", action="store_true", help="the EMA (target) encoder, for methods that keep one")
     x.add_argument("--encoder", choices=ENCODERS, help=ENCODER_HELP)
     _trust_flag(x)
+    _checkpoint_flag(x)
     x.set_defaults(fn=cmd_export)
 
     d = sub.add_parser("embed", help="features of every image in a folder under a run's encoder")
@@ -418,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", help="default: cuda when available, else cpu")
     d.add_argument("--on-bad-file", choices=["fail", "skip"], default="fail")
     _trust_flag(d)
+    _checkpoint_flag(d)
     d.set_defaults(fn=cmd_embed)
 
     sm = sub.add_parser("sample", help="generate images with a diffusion-trained run (ddae) into a PNG grid")

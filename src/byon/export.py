@@ -20,7 +20,7 @@ from byon.data.imagefolder import BAD_FILE, EXTENSIONS, _images_in, _read, read_
 from byon.errors import ByonError, unknown
 from byon.eval.features import extract_features
 from byon.nn.denoiser import has_dit_blocks
-from byon.rundir import atomic_write, load_run, pick_device, write_json
+from byon.rundir import atomic_write, find_checkpoint, load_run, pick_device, write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,16 @@ def timm_kwargs(encoder: nn.Module) -> dict[str, Any]:
                else {"global_pool": "avg", "fc_norm": False})}            # the final norm per token
 
 
-def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, encoder: str | None = None
-                   ) -> tuple[Path, Path]:
+def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, encoder: str | None = None,
+                   checkpoint: str | None = None) -> tuple[Path, Path]:
     """Write the run's encoder (`select_encoder`) as `out` (.safetensors, timm key layout) and `out` with .json
-    (architecture, input normalisation, provenance). Returns both paths."""
+    (architecture, input normalisation, provenance). Returns both paths. `checkpoint`: which of the run's
+    checkpoints (`rundir.find_checkpoint`; default the newest)."""
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ByonError(f"--out '{out}' must end in .safetensors")
     run_dir = Path(run_dir)
-    cfg, method = load_run(run_dir)
+    cfg, method = load_run(run_dir, checkpoint=checkpoint)
     which = "ema" if ema else encoder
     enc = select_encoder(method, encoder=which)
     if has_dit_blocks(enc):
@@ -89,7 +90,7 @@ def export_encoder(run_dir: str | Path, out: str | Path, ema: bool = False, enco
         "input": {"dtype": "float32 (B, C, H, W)", "normalize": "(x_uint8 / 255 - mean) / std",
                   "mean": list(info.mean), "std": list(info.std)},
         "method": cfg.method, "ema": which == "ema", "encoder": which or "default", "dataset": info.name,
-        "source_run": str(run_dir.resolve()),
+        "source_run": str(run_dir.resolve()), "checkpoint": str(find_checkpoint(run_dir, checkpoint).name),
     }
     json_path = out.with_suffix(".json")
     atomic_write(out, lambda f: f.write(save_safetensors(state, metadata={"format": FORMAT, "method": cfg.method})))
@@ -133,7 +134,8 @@ def read_image_folder(folder: str | Path, size: int, chans: int, on_bad_file: st
 
 def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, feature: str | None = None,
                  ema: bool = False, batch_size: int = 256, device: str | None = None,
-                 on_bad_file: str = "fail", encoder: str | None = None) -> tuple[Path, Path, int]:
+                 on_bad_file: str = "fail", encoder: str | None = None, checkpoint: str | None = None
+                 ) -> tuple[Path, Path, int]:
     """Features of every image under `images` → `out` (.npy, float32 (N, D)) and `out` with .txt (one
     relative path per row). feature: 'cls' | 'mean' (default: the method's). Returns (npy, txt, N)."""
     out = Path(out)
@@ -141,7 +143,7 @@ def embed_folder(run_dir: str | Path, images: str | Path, out: str | Path, featu
         raise ByonError(f"--out '{out}' must end in .npy")
     if batch_size < 1:
         raise ByonError(f"--batch-size must be at least 1, got {batch_size}")
-    cfg, method = load_run(run_dir)
+    cfg, method = load_run(run_dir, checkpoint=checkpoint)
     feature = feature or method.default_feature
     if feature not in FEATURES:
         raise unknown("feature", feature, FEATURES)

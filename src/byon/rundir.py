@@ -159,11 +159,32 @@ def checkpoints_newest_first(run_dir: Path) -> list[Path]:
     return lasts + sorted((p for p in ckpts.glob("*.ckpt") if not p.name.startswith("last")), reverse=True)
 
 
-def find_checkpoint(run_dir: Path) -> Path:
+def checkpoint_names(found: list[Path]) -> str:
+    """'last, epoch-2, epoch-1, ...': the `--checkpoint` names of a run's checkpoints, newest first."""
+    names = ["last" if p.name.startswith("last") else "epoch-" + str(int(p.name[6:10])) for p in found
+             if p.name.startswith(("last", "epoch="))]
+    return ", ".join(dict.fromkeys(names)) or "none"
+
+
+def find_checkpoint(run_dir: Path, choice: str | None = None) -> Path:
+    """The checkpoint `--checkpoint` names: None the newest; 'last'; 'epoch-N' (epoch N's newest save, as in
+    `epoch=000N[-step=...].ckpt`); or the path of a .ckpt file."""
     found = checkpoints_newest_first(run_dir)
-    if found:
-        return found[0]
-    raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` wrote")
+    if choice is None:
+        if found:
+            return found[0]
+        raise ByonError(f"no checkpoint in '{run_dir}/checkpoints'; give the directory a `byon pretrain --out` "
+                        f"wrote")
+    epoch = re.fullmatch(r"epoch-(\d+)", choice)
+    if choice == "last" or epoch:
+        prefix = "last" if choice == "last" else f"epoch={int(epoch.group(1)):04d}"
+        hits = [p for p in found if p.name.startswith(prefix)]
+        if hits:
+            return hits[0]
+    elif Path(choice).is_file():
+        return Path(choice)
+    raise ByonError(f"--checkpoint {choice}: no such checkpoint in '{run_dir}/checkpoints'; give last, epoch-N or "
+                    f"a .ckpt path (this run has: {checkpoint_names(found)})")
 
 
 def read_newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -197,15 +218,23 @@ def readout_config(config: dict[str, Any], readout: dict[str, Any] | None) -> di
     return config | {method: (config.get(method) or {}) | dict(readout)}
 
 
-def load_run(run_dir: str | Path, map_location: str = "cpu", readout: dict[str, Any] | None = None
-             ) -> tuple[RunConfig, torch.nn.Module]:
+def load_run(run_dir: str | Path, map_location: str = "cpu", readout: dict[str, Any] | None = None,
+             checkpoint: str | None = None) -> tuple[RunConfig, torch.nn.Module]:
     """Rebuild a run's method from its checkpoint (weights loaded, eval mode), with the read-out settings
-    `readout` (`readout_config`) in place of the trained ones."""
+    `readout` (`readout_config`) in place of the trained ones. `checkpoint`: which one (`find_checkpoint`;
+    default the newest)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ByonError(f"run directory '{run_dir}' does not exist; pass the --out of a `byon pretrain` run")
-    ckpt_path = find_checkpoint(run_dir)
-    ckpt = read_checkpoint(ckpt_path, map_location)
+    ckpt_path = find_checkpoint(run_dir, checkpoint)
+    try:
+        ckpt = read_checkpoint(ckpt_path, map_location)
+    except ByonError as e:
+        others = [p for p in checkpoints_newest_first(run_dir) if p != ckpt_path]
+        if checkpoint is not None or not others or "cannot be read" not in str(e):
+            raise
+        raise ByonError(f"{str(e).split(' — ')[0]} — pick another with --checkpoint (this run also has: "
+                        f"{checkpoint_names(others)})") from None
     meta = ckpt["byon"]
     run_method = config_method(run_dir / "config.yaml")
     if run_method is not None and run_method != meta["config"]["method"]:
@@ -232,12 +261,12 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def load_run_for(run_dir: str | Path, hook: str | None, purpose: str,
-                 device: str | None = None) -> tuple[RunConfig, torch.nn.Module, torch.device]:
+def load_run_for(run_dir: str | Path, hook: str | None, purpose: str, device: str | None = None,
+                 checkpoint: str | None = None) -> tuple[RunConfig, torch.nn.Module, torch.device]:
     """`load_run` for a command that needs the method hook `hook` (None: any method will do): the config, the
     method in eval mode on `device` (`pick_device`) and that device. A method without the hook is a ByonError
     naming `purpose` (what needs the hook, e.g. 'sampling images') and the registered methods that have it."""
-    cfg, method = load_run(run_dir)
+    cfg, method = load_run(run_dir, checkpoint=checkpoint)
     if hook is not None and not hasattr(method, hook):
         names = methods_with(hook)
         fix = f"use a run of {', '.join(names)}" if names else "no registered method has one"

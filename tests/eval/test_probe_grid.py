@@ -45,7 +45,7 @@ def test_probe_grid_bad_input(ddae_run, capsys, monkeypatch):
     import byon.rundir as run_mod
 
     cfg, _ = run_mod.load_run(ddae_run)
-    monkeypatch.setattr(run_mod, "load_run", lambda run: (cfg, torch.nn.Identity()))  # a method without the hook
+    monkeypatch.setattr(run_mod, "load_run", lambda run, **kw: (cfg, torch.nn.Identity()))  # a method without the hook
     assert main(["eval", "probe-grid", "--run", str(ddae_run)]) == 2
     err = capsys.readouterr().err.strip()
     assert "no 'layer_features' hook" in err and "ddae" in err and len(err.splitlines()) == 1

@@ -104,11 +104,12 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
     info = data_info(data, mean, std)
     method, shape = build_method(cfg, info)
 
-    ckpt_path, resume_step, resumed = None, None, None
+    ckpt_path, resume_step, resumed, spoilt_last = None, None, None, False
     if resume == "auto":  # the newest readable checkpoint of the run directory, or a fresh start when it has none
         if checkpoints_newest_first(out):
             path, resumed = read_newest_checkpoint(out)
             ckpt_path = str(path)
+            spoilt_last = not path.name.startswith("last")  # the newer last.ckpt did not read: replace it below
     elif resume:
         ckpt_path = resume
         if not Path(ckpt_path).is_file():
@@ -200,7 +201,7 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
     # --epochs 0 (the random-init reference run) saves nothing, and step-interval saving can end between saves
     # (a resumed run that had nothing left to do keeps its file untouched)
     unsaved = ckpt_cb.last_step_saved() != trainer.global_step and trainer.global_step != resume_step
-    if not last.is_file() or unsaved:
+    if not last.is_file() or unsaved or (spoilt_last and ckpt_cb.last_step_saved() == 0):
         trainer.strategy.connect(module) if trainer.model is None else None
         trainer.save_checkpoint(last)
 

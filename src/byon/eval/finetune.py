@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from byon.data import BatchLoader, load_dataset
 from byon.data.transforms import augment, normalize
 from byon.errors import ByonError, unknown
-from byon.eval.frozen import holdout, non_default, result_path
+from byon.eval.frozen import checkpoint_tag, holdout, non_default, result_path
 from byon.eval.knn import topk_accuracy
 from byon.methods.context import step_generator
 from byon.rundir import load_run, pick_device, write_json
@@ -149,16 +149,17 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, mean: tuple[float
 
 def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None = None,
              cfg: FinetuneConfig | None = None, readout: dict[str, Any] | None = None,
-             split: str = "test") -> dict[str, Any]:
+             split: str = "test", checkpoint: str | None = None) -> dict[str, Any]:
     """Fine-tune the run's eval encoder end to end on `dataset` (default: the run's); writes and returns
     eval/finetune-<dataset>[-<readout>].json: {"top1", "top5", "history": per-epoch train loss and lr, the
     settings}. `readout`: read-out settings the run is loaded with (`load_run`; e.g. DDAE's feature block).
     `split`: 'test', or 'val' to train on the rest of the training split and score on the run's held-out val
-    images (`frozen.holdout`; how a fine-tuning recipe is chosen without looking at test)."""
+    images (`frozen.holdout`; how a fine-tuning recipe is chosen without looking at test). `checkpoint`: which of
+    the run's checkpoints (`rundir.find_checkpoint`)."""
     cfg = cfg or FinetuneConfig()
     cfg.validate()
     run_dir = Path(run_dir)
-    run_cfg, method = load_run(run_dir, readout=readout)
+    run_cfg, method = load_run(run_dir, readout=readout, checkpoint=checkpoint)
     info = method.info
     dataset = dataset or run_cfg.data.dataset
     device = pick_device(cfg.device)
@@ -246,6 +247,7 @@ def finetune(run_dir: str | Path, dataset: str | None = None, root: str | None =
         "history": history,
     }
     chosen = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "eval_batch_size")}  # speed only
-    write_json(result_path(run_dir, "finetune", dataset, None, readout, split,
-                           non_default(FinetuneConfig, **chosen)), result)
+    settings = non_default(FinetuneConfig, **chosen) | ({"checkpoint": checkpoint_tag(checkpoint)} if checkpoint
+                                                        else {})
+    write_json(result_path(run_dir, "finetune", dataset, None, readout, split, settings), result)
     return result

@@ -36,8 +36,9 @@ def default_feature(method: torch.nn.Module) -> str:
     return default if default in feature_types(method) else "mean"
 
 
-def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int, val: tuple[int, int]) -> str:
-    ckpt = find_checkpoint(run_dir)
+def _key(run_dir: Path, dataset: str, split: str, subset: int | None, seed: int, val: tuple[int, int],
+         checkpoint: str | None = None) -> str:
+    ckpt = find_checkpoint(run_dir, checkpoint)
     st = ckpt.stat()
     held = f":val{val[0]}s{val[1]}" if val[0] and split in ("train", "val") else ""
     return f"{ckpt.name}:{st.st_size}:{st.st_mtime_ns}:{dataset}:{split}:{subset}:{seed}{held}"
@@ -67,21 +68,22 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
                  subset: int | None = None, seed: int = 0, batch_size: int = 512,
                  device: str | None = None, blocks: int = 1, run: tuple[RunConfig, torch.nn.Module] | None = None,
                  encoder: str | None = None, readout: dict[str, Any] | None = None, val: tuple[int, int] = (0, 0),
-                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+                 checkpoint: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Features {'cls', 'mean'}: (N, D) of a split under the run's encoder, cached in run/features/; only
     {'mean'} for an encoder without a CLS token (`feature_types`). `run` is the run's `load_run` result when
     the caller has it already (the checkpoint is read once per evaluation, not once per split). `encoder`:
     None for the method's eval features, 'online' or 'ema' for that encoder of a method that keeps both
     (`export.select_encoder`); `readout`: the read-out settings the run was loaded with (`load_run`; `run`, when
     given, must have been loaded with them). Both are cached apart. `val`: (val_size, val_seed) of a held-out val
-    split (`holdout`): 'train' is then the rest of the training split, 'val' the held-out images.
+    split (`holdout`): 'train' is then the rest of the training split, 'val' the held-out images. `checkpoint`:
+    which of the run's checkpoints (`rundir.find_checkpoint`; `run`, when given, must be loaded from it).
 
     blocks > 1 adds f'cls{n}' (N, n·D), n = min(blocks, depth): the CLS tokens of the last n blocks
     (`last_blocks_cls`), cached in a file of its own beside the base one (so existing caches stay valid).
     """
     run_dir = Path(run_dir)
     device = pick_device(device)
-    cfg, method = run if run is not None else load_run(run_dir, readout=readout)
+    cfg, method = run if run is not None else load_run(run_dir, readout=readout, checkpoint=checkpoint)
     chosen = select_encoder(method, encoder=encoder)  # before any data is read: a wrong choice fails first
     info = method.info
     # the run's resize (imagefolder runs with data.image_size) applies to whatever it is evaluated on
@@ -91,7 +93,7 @@ def run_features(run_dir: str | Path, dataset: str, split: str, root: str | None
         raise ByonError(f"dataset '{dataset}' has {data.in_chans}x{data.img_size}px images but the run's encoder "
                         f"expects {info.in_chans}x{info.img_size}px; evaluate on data shaped like the training data")
     method = method.to(device)
-    key = _key(run_dir, dataset, split, subset, seed, val)
+    key = _key(run_dir, dataset, split, subset, seed, val, checkpoint)
     stem = f"{dataset}-{split}-{subset or 'all'}{f'-val{val[0]}' if val[0] and split == 'train' else ''}"
 
     def cached(fn, tag: str = "") -> dict[str, torch.Tensor]:
@@ -125,6 +127,11 @@ def non_default(fn: Callable[..., Any], **values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in params and params[k].default != v}
 
 
+def checkpoint_tag(checkpoint: str | None) -> str | None:
+    """A `--checkpoint` choice as it appears in a result's file name: 'epoch-2', 'last', or a path's stem."""
+    return checkpoint if checkpoint is None or not checkpoint.endswith(".ckpt") else Path(checkpoint).stem
+
+
 def result_path(run_dir: Path, kind: str, dataset: str, encoder: str | None,
                  readout: dict[str, Any] | None = None, split: str = "test",
                  settings: dict[str, Any] | None = None) -> Path:
@@ -141,13 +148,13 @@ def result_path(run_dir: Path, kind: str, dataset: str, encoder: str | None,
 
 def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
              seed: int = 0, encoder: str | None = None, readout: dict[str, Any] | None = None,
-             split: str = "test", **kwargs: Any) -> dict[str, Any]:
+             split: str = "test", checkpoint: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """kind ∈ {knn, linear}: metrics for every feature type the method has (`feature_types`, listed under
     "features"); `top1` is the method's default feature. `encoder`, `readout`: as in `run_features`. `split`:
     'test' (reference: the whole training split) or 'val' (the run's held-out val split; reference: the rest)."""
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir, readout=readout)
-    sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset))
+    cfg, method = run = load_run(run_dir, readout=readout, checkpoint=checkpoint)
+    sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset), checkpoint=checkpoint)
     train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
     test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
     if train_y is None or test_y is None:
@@ -167,7 +174,7 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
         result[f"top1_{ft}"] = r["top1"]
     result["top1"] = result[f"top1_{default}"]
     settings = non_default(knn_classify if kind == "knn" else linear_probe, **kwargs) | non_default(
-        evaluate, subset=subset, seed=seed)
+        evaluate, subset=subset, seed=seed, checkpoint=checkpoint_tag(checkpoint))
     write_json(result_path(run_dir, kind, dataset, encoder, readout, split, settings), result)
     return result
 
@@ -187,7 +194,8 @@ def lowshot_indices(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor
 
 def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] = (10, 100), draws: int = 5,
                      root: str | None = None, seed: int = 0, epochs: int = 100, encoder: str | None = None,
-                     readout: dict[str, Any] | None = None, split: str = "test") -> dict[str, Any]:
+                     readout: dict[str, Any] | None = None, split: str = "test", checkpoint: str | None = None
+                     ) -> dict[str, Any]:
     """Linear probe on n labelled images per class, mean ± std over `draws` seeded draws.
 
     Draw d of a shot count takes `lowshot_indices(train_y, n, seed·1000 + d)` and a probe seeded d, so the
@@ -201,8 +209,8 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
     if draws < 1 or epochs < 1:
         raise ByonError(f"low-shot needs draws >= 1 and epochs >= 1, got {draws} and {epochs}")
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir, readout=readout)
-    sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset))
+    cfg, method = run = load_run(run_dir, readout=readout, checkpoint=checkpoint)
+    sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset), checkpoint=checkpoint)
     train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed, **sel)
     test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
     if train_y is None or test_y is None:
@@ -226,7 +234,8 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
             result[str(n)][ft] = {"mean": float(t.mean()), "std": float(t.std()) if draws > 1 else 0.0,
                                   "draws": accs}
     result["top1"] = {str(n): result[str(n)][default]["mean"] for n in shots}
-    settings = non_default(evaluate_lowshot, shots=shots, draws=draws, seed=seed, epochs=epochs)
+    settings = non_default(evaluate_lowshot, shots=shots, draws=draws, seed=seed, epochs=epochs,
+                           checkpoint=checkpoint_tag(checkpoint))
     write_json(result_path(run_dir, "lowshot", dataset, encoder, readout, split, settings), result)
     return result
 
@@ -241,7 +250,7 @@ def grid_features(blocks: int, cls: bool = True) -> tuple[str, ...]:
 def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
                          seed: int = 0, blrs: tuple[float, ...] | None = None, blocks: int = 4,
                          encoder: str | None = None, readout: dict[str, Any] | None = None,
-                         split: str = "test", **kwargs: Any) -> dict[str, Any]:
+                         split: str = "test", checkpoint: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """DINOv2-style linear evaluation: heads for every feature type × base lr trained in one pass over the
     cached features (`probe_grid`); writes eval/linear-grid-<dataset>.json. `top1` is the best head's, picked on
     `split` (as in `evaluate`; 'val' makes the pick an honest one). `encoder`, `readout`: as in `run_features`."""
@@ -249,10 +258,11 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
         raise ByonError(f"the linear grid concatenates the last blocks' CLS tokens; blocks must be >= 2, "
                         f"got {blocks}")
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir, readout=readout)
+    cfg, method = run = load_run(run_dir, readout=readout, checkpoint=checkpoint)
     n = min(blocks, len(select_encoder(method, encoder=encoder).blocks))
     features = grid_features(n, cls="cls" in feature_types(method))
-    sel = dict(run=run, encoder=encoder, readout=readout, blocks=blocks, val=holdout(cfg, split, dataset))
+    sel = dict(run=run, encoder=encoder, readout=readout, blocks=blocks, val=holdout(cfg, split, dataset),
+               checkpoint=checkpoint)
     train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
     test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
     if train_y is None or test_y is None:
@@ -265,7 +275,8 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
                               "features": list(features), "last_blocks": n,
                               "blrs": list(blrs or GRID_BLRS), "selected_on": split,
                               "top1": grid["best"]["top1"]} | grid
-    settings = non_default(evaluate_linear_grid, subset=subset, seed=seed, blrs=blrs, blocks=blocks) | non_default(
+    settings = non_default(evaluate_linear_grid, subset=subset, seed=seed, blrs=blrs, blocks=blocks,
+                           checkpoint=checkpoint_tag(checkpoint)) | non_default(
         probe_grid, **kwargs) | non_default(linear_heads, **{k: v for k, v in kwargs.items() if k != "batch_size"})
     write_json(result_path(run_dir, "linear-grid", dataset, encoder, readout, split, settings), result)
     return result

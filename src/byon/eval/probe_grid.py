@@ -18,6 +18,7 @@ import torch
 from byon.data import load_dataset
 from byon.errors import ByonError
 from byon.eval.features import extract_features
+from byon.eval.frozen import checkpoint_tag
 from byon.eval.linear import BASE_LR, linear_heads
 from byon.rundir import load_run_for, write_json
 
@@ -65,11 +66,12 @@ def _layer_features(method: torch.nn.Module, images: torch.Tensor, mean: Sequenc
 def probe_grid(run_dir: str | Path, dataset: str | None = None, layers: str | Sequence[int] | None = None,
                timesteps: str | Sequence[int] | None = None, root: str | None = None, subset: int | None = None,
                seed: int = 0, epochs: int = 30, batch_size: int = 256, feature_batch: int = 256,
-               device: str | None = None) -> dict[str, Any]:
+               device: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
     """Linear-probe top-1 for every (layer, t); returns and writes {"layers", "timesteps", "top1": [[layer]
-    [t]], "best": {"layer", "t", "top1"}, ...} to eval/probe-grid-<dataset>.json, plus the heat map (.png)."""
+    [t]], "best": {"layer", "t", "top1"}, ...} to eval/probe-grid-<dataset>.json, plus the heat map (.png).
+    `checkpoint`: which of the run's checkpoints (`rundir.find_checkpoint`), named in the files when given."""
     run_dir = Path(run_dir)
-    cfg, method, dev = load_run_for(run_dir, "layer_features", "the layer × timestep probe grid", device)
+    cfg, method, dev = load_run_for(run_dir, "layer_features", "the layer × timestep probe grid", device, checkpoint)
     info = method.info
     dataset = dataset or cfg.data.dataset
     train = load_dataset(dataset, "train", root=root, subset=subset, seed=seed)
@@ -106,7 +108,8 @@ def probe_grid(run_dir: str | Path, dataset: str | None = None, layers: str | Se
         "probe": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
     }
     (run_dir / "eval").mkdir(exist_ok=True)
-    stem = run_dir / "eval" / f"probe-grid-{dataset}"
+    stem = run_dir / "eval" / (f"probe-grid-{dataset}" + (f"-checkpoint={checkpoint_tag(checkpoint)}" if checkpoint
+                                                          else ""))
     write_json(stem.with_suffix(".json"), result)
     plot_grid(result, stem.with_suffix(".png"))
     return result
