@@ -222,7 +222,7 @@ def cmd_speed(a: argparse.Namespace) -> int:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for path in bench_speed(methods, a.protocol, Path(a.runs), Path(a.results), steps=a.steps, warmup=a.warmup,
                             root=a.data_root, extra=a.set, accelerator=a.accelerator, evaluate=a.eval,
-                            profile_steps=a.profile_steps):
+                            profile_steps=a.profile_steps, allow_busy=a.allow_busy):
         print(path)
     return 0
 
@@ -533,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--profile-steps", type=int, default=0,
                    help="profile this many steps after the timed ones (torch.profiler): time shares of GEMM, "
                         "attention and the rest, FLOP rate inside the kernels, top ops")
+    v.add_argument("--allow-busy", action="store_true",
+                   help="write the record even when other processes used over 10 %% of the CPU while it was timed "
+                        "(it is marked quiet: false); by default such a measurement is refused")
     v.add_argument("--no-eval", dest="eval", action="store_false",
                    help="time training only (skip feature extraction, kNN and linear-probe timings)")
     v.add_argument("--runs", default="runs/bench-speed")

@@ -11,6 +11,7 @@ and peak memory. One JSON per method under `<results>/speed-cpu/` (`speed-gpu/` 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shlex
 import shutil
@@ -54,8 +55,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_flops(n: int, device: torch.device, dtype: torch.dtype = torch.float32, min_time: float = 0.5) -> float:
-    """Sustained FLOP/s of an (n × n) @ (n × n) product in a loop (after two warm-up products)."""
+def matmul_flops(n: int, device: torch.device, dtype: torch.dtype = torch.float32, min_time: float = 0.5,
+                 repeats: int = 3) -> float:
+    """Sustained FLOP/s of an (n × n) @ (n × n) product in a loop (after two warm-up products): the best of
+    `repeats` loops, so one interrupted loop does not lower the ceiling."""
+    return max(_matmul_loop(n, device, dtype, min_time) for _ in range(max(1, repeats)))
+
+
+def _matmul_loop(n: int, device: torch.device, dtype: torch.dtype, min_time: float) -> float:
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
@@ -104,6 +111,50 @@ class _Memory:
         return None if self.device.type == "cuda" else self.before / 1024
 
 
+# A speed record is taken alone: other processes may use at most this share of the machine's CPU time during the
+# timed window (and while the matmul ceiling is measured), else the record is refused (or, with allow_busy,
+# written marked `quiet: false`).
+BUSY_SHARE = 0.10
+
+
+class MachineLoad:
+    """CPU time that *other* processes used between `start()` and `stop()`, as a share of the machine's capacity
+    (wall time × cores), from /proc/stat's busy jiffies minus this process's own CPU time; plus the 1-minute load
+    averages at both ends. None where /proc/stat is missing (not Linux)."""
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+        self.load: tuple[float, float] | None = None
+
+    @staticmethod
+    def _busy_seconds() -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        ticks = [int(x) for x in fields]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_seconds() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        c = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+    def start(self) -> None:
+        self._t, self._busy, self._own = time.perf_counter(), self._busy_seconds(), self._own_seconds()
+        self._load0 = os.getloadavg()[0]
+
+    def stop(self) -> None:
+        busy = self._busy_seconds()
+        wall = time.perf_counter() - self._t
+        if busy is not None and self._busy is not None and wall > 0:
+            others = (busy - self._busy) - (self._own_seconds() - self._own)
+            self.share = round(max(0.0, others) / (wall * (os.cpu_count() or 1)), 4)
+        self.load = (round(self._load0, 2), round(os.getloadavg()[0], 2))
+
+
 def _status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -114,17 +165,25 @@ def _status_kb(field: str) -> int:
 def step_timer(warmup: int, last: int) -> Any:
     """A Lightning callback timing optimizer steps warmup+1 … last (device-synchronised at both ends)."""
     class StepTimer(Callback):
+        """Also measures the other processes' CPU share (`load`) and this process's minor page faults over the
+        window (`minflt`)."""
+
         def __init__(self) -> None:
             self.t0 = self.t1 = None
+            self.load = MachineLoad()
+            self.minflt = 0
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             if trainer.global_step in (warmup, last):
                 _sync(pl_module.device)
                 now = time.perf_counter()
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 if trainer.global_step == warmup:
-                    self.t0 = now
+                    self.t0, self.minflt = now, faults
+                    self.load.start()
                 else:
-                    self.t1 = now
+                    self.t1, self.minflt = now, faults - self.minflt
+                    self.load.stop()
 
     return StepTimer()
 
@@ -153,11 +212,13 @@ def step_profiler(first: int, last: int) -> Any:
                 self.prof = profile(activities=acts)
                 self.prof.__enter__()
                 self._t0 = time.perf_counter()
+                self.minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             if trainer.global_step == last and self.prof is not None and self.events is None:
                 _sync(pl_module.device)
                 self.seconds = time.perf_counter() - self._t0
+                self.minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.minflt
                 self.prof.__exit__(None, None, None)
                 self.events = self.prof.key_averages()
 
@@ -229,12 +290,20 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
     n_model = int(enc.blocks[0].mlp.fc1.out_features) if len(enc.blocks) else enc.embed_dim
     n_large = 8192 if device.type == "cuda" else 2048
     ceil_dtype = torch.bfloat16 if summary["precision"].startswith("bf16") else torch.float32
+    ceil_load = MachineLoad()
+    ceil_load.start()
     ceiling = {"dtype": str(ceil_dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
                f"gflops_n{n_model}": round(matmul_flops(n_model, device, ceil_dtype) / 1e9, 1),
                f"gflops_n{n_large}": round(matmul_flops(n_large, device, ceil_dtype) / 1e9, 1)}
     if device.type == "cuda" and ceil_dtype != torch.float32:  # also the fp32 (TF32 as configured) ceiling
         ceiling["gflops_fp32_large"] = round(matmul_flops(n_large, device, torch.float32) / 1e9, 1)
+    ceil_load.stop()
+    ceiling["repeats_best_of"] = 3
     best = max(ceiling[f"gflops_n{n_model}"], ceiling[f"gflops_n{n_large}"]) * 1e9
+    shares = [x for x in (timer.load.share, ceil_load.share) if x is not None]
+    machine = {"other_cpu_share_train": timer.load.share, "other_cpu_share_ceiling": ceil_load.share,
+               "loadavg_1m_train": timer.load.load, "busy_threshold": BUSY_SHARE,
+               "quiet": None if not shares else max(shares) <= BUSY_SHARE}
     peak = peak_bf16_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
     speed = {
@@ -247,6 +316,8 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
         "peak_bf16_tflops": peak / 1e12 if peak else None,
         "peak_memory_mb": round(peak_mb, 1), "memory_measure": mem.kind,
         "rss_before_mb": None if mem.before_mb() is None else round(mem.before_mb(), 1),
+        "minor_page_faults_per_step": round(timer.minflt / steps, 1),
+        "machine": machine,
     }
     if prof is not None:
         if prof.events is None:
@@ -254,6 +325,7 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
                             f"window ended; lower --profile-steps")
         speed["profile"] = profile_summary(prof.events, prof.seconds, profile_steps, flops * global_batch,
                                            device.type)
+        speed["profile"]["minor_page_faults_per_step"] = round(prof.minflt / profile_steps, 1)
     record = {"name": method, "method": method, "protocol": protocol, "device": device.type,
               "precision": summary["precision"], "config": cfg.to_dict(), "run_dir": str(run),
               "command": shlex.join(sys.argv), "speed": speed} | _env()
@@ -294,9 +366,11 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
 
 def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, steps: int = 50, warmup: int = 10,
                 root: str | None = None, extra: list[str] | None = None, accelerator: str = "auto",
-                evaluate: bool = True, profile_steps: int = 0) -> list[Path]:
+                evaluate: bool = True, profile_steps: int = 0, allow_busy: bool = False) -> list[Path]:
     """Run `speed_method` for each method; write `<results>/speed-{cpu,gpu}/<method>.json` (overwritten:
-    timings are re-measured, not cached)."""
+    timings are re-measured, not cached). A measurement taken while other processes used more than `BUSY_SHARE`
+    of the CPU is refused with a ByonError naming the share (nothing written), unless `allow_busy`: then it is
+    written with `speed.machine.quiet = false`."""
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     for m in methods:
@@ -308,6 +382,12 @@ def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, st
     done = []
     for m in methods:
         rec = speed_method(m, protocol, runs, steps, warmup, root, extra, accelerator, evaluate, profile_steps)
+        mc = rec["speed"]["machine"]
+        if mc["quiet"] is False and not allow_busy:
+            busiest = max(x for x in (mc["other_cpu_share_train"], mc["other_cpu_share_ceiling"]) if x is not None)
+            raise ByonError(f"bench speed: other processes used {100 * busiest:.0f} % of the CPU while {m} was timed "
+                            f"(at most {100 * BUSY_SHARE:.0f} % for a record); run it on an idle machine, or pass "
+                            f"--allow-busy to write it marked quiet: false")
         out = results / f"speed-{'gpu' if rec['device'] == 'cuda' else 'cpu'}" / f"{m}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, rec)
@@ -319,8 +399,8 @@ def speed_table(records: list[dict[str, Any]]) -> list[str]:
     """Markdown rows for RESULTS.md, one per method."""
     head = ("| method | train img/s | GFLOPs/img | achieved GFLOP/s | matmul ceiling GFLOP/s (model n / large n) "
             "| achieved / ceiling | MFU (bf16 peak) | time in GEMM / attention / other "
-            "| GFLOP/s inside GEMM + attention | peak mem MB | features img/s | kNN s | linear s |")
-    lines = [head, "|" + "---|" * 13]
+            "| GFLOP/s inside GEMM + attention | peak mem MB | features img/s | kNN s | linear s | taken alone |")
+    lines = [head, "|" + "---|" * 14]
 
     def opt(x: float | None, fmt: str) -> str:
         return "—" if x is None else format(x, fmt)
@@ -340,8 +420,16 @@ def speed_table(records: list[dict[str, Any]]) -> list[str]:
             f"n={' / '.join(k.removeprefix('gflops_n') for k in sizes)}, {ceil['threads']} threads) | "
             f"{100 * s['achieved_over_ceiling']:.1f} % | {mfu} | {shares} | {inside} | {s['peak_memory_mb']:.0f} | "
             f"{opt(s.get('feature_images_per_s'), '.0f')} | {opt(s.get('knn_seconds'), '.2f')} | "
-            f"{opt(s.get('linear_seconds'), '.2f')} |")
+            f"{opt(s.get('linear_seconds'), '.2f')} | {_alone(s.get('machine'))} |")
     return lines
+
+
+def _alone(machine: dict[str, Any] | None) -> str:
+    """'yes (others 3 %)', 'NO (others 45 %)', or 'not recorded' for a record older than the check."""
+    if not machine or machine.get("quiet") is None:
+        return "not recorded"
+    busiest = max(x for x in (machine["other_cpu_share_train"], machine["other_cpu_share_ceiling"]) if x is not None)
+    return f"{'yes' if machine['quiet'] else 'NO'} (others {100 * busiest:.0f} %)"
 
 
 __all__ = ["PEAK_BF16_TFLOPS", "bench_speed", "matmul_flops", "peak_bf16_flops", "profile_summary", "speed_method",
