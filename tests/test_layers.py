@@ -21,9 +21,6 @@ LAYERS = [
     ["byon.bench"],
     ["byon.cli", "byon"],
 ]
-# imports that still point up a layer, to be removed (the test fails when one is gone but still listed)
-KNOWN_UP: set[tuple[str, str]] = set()
-KNOWN_CYCLES: list[set[str]] = []
 
 
 def module_name(path: Path) -> str:
@@ -125,14 +122,10 @@ def test_every_module_is_in_a_layer():
 
 def test_no_import_points_up_a_layer():
     g = graph()
-    up = {(m, d) for m, deps in g.items() for d in deps if layer(d) > layer(m)}
-    new = sorted(up - KNOWN_UP)
-    assert new == [], "imports from a lower layer to a higher one:\n" + "\n".join(f"  {m} -> {d}" for m, d in new)
-    assert sorted(KNOWN_UP - up) == [], "fixed: drop these from KNOWN_UP"
+    up = sorted((m, d) for m, deps in g.items() for d in deps if layer(d) > layer(m))
+    assert up == [], "imports from a lower layer to a higher one:\n" + "\n".join(f"  {m} -> {d}" for m, d in up)
 
 
 def test_no_import_cycles():
-    found = cycles(_ignore_package_inits(graph()))
-    new = [sorted(c) for c in found if c not in KNOWN_CYCLES]
-    assert new == [], f"import cycles: {new}"
-    assert [c for c in KNOWN_CYCLES if c not in found] == [], "fixed: drop these from KNOWN_CYCLES"
+    found = [sorted(c) for c in cycles(_ignore_package_inits(graph()))]
+    assert found == [], f"import cycles: {found}"

@@ -1,4 +1,7 @@
-"""`byon` command line: pretrain, evaluate, export, embed, list methods."""
+"""`byon` command line: pretrain, evaluate, export, embed, list methods.
+
+The one module whose commands import their (torch-heavy) modules when they run: `byon --help` and a bad flag
+answer in a fraction of a second."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from byon.errors import ByonError, Interrupted
@@ -135,8 +139,6 @@ def _readout(run: str, items: list[str]) -> dict[str, Any] | None:
     """`byon eval --set METHOD.KEY=VALUE ...` → the read-out settings {KEY: VALUE} of the run's method."""
     if not items:
         return None
-    from pathlib import Path
-
     from byon.config import parse_set
     from byon.rundir import config_method
 
@@ -154,8 +156,6 @@ def _readout(run: str, items: list[str]) -> dict[str, Any] | None:
 def _run_dataset(run: str) -> str:
     """The run's pretraining dataset: from its config.yaml (the evaluation then reads the checkpoint once), else
     from its checkpoint."""
-    from pathlib import Path
-
     from byon.methods import load_config
     from byon.rundir import load_run
 
@@ -170,8 +170,6 @@ def _run_dataset(run: str) -> str:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from byon.bench.quality import bench_quality
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -184,8 +182,6 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from byon.bench.quality import bench_sweep
 
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -215,8 +211,6 @@ def cmd_tune(a: argparse.Namespace) -> int:
 
 
 def cmd_speed(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from byon.bench.speed import bench_speed
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -228,8 +222,6 @@ def cmd_speed(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from byon.bench.report import render
     from byon.bench.reproduction import render_reproduction
 
@@ -478,34 +470,30 @@ def build_parser() -> argparse.ArgumentParser:
     an.set_defaults(fn=cmd_analyze)
     b = sub.add_parser("bench", help="benchmark harness (benchmarks.md protocols)")
     bsub = b.add_subparsers(dest="bench", required=True)
-    q = bsub.add_parser("quality", help="pretrain + frozen evaluations, one JSON per run")
-    q.add_argument("--protocol", default="fmnist-cpu")
+    runs = argparse.ArgumentParser(add_help=False)  # what every pretraining harness shares
+    runs.add_argument("--protocol", default="fmnist-cpu")
+    runs.add_argument("--runs", default="runs/bench")
+    runs.add_argument("--results", default="benchmarks/results")
+    runs.add_argument("--data-root")
+    runs.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="applied to every run")
+    q = bsub.add_parser("quality", parents=[runs], help="pretrain + frozen evaluations, one JSON per run")
     q.add_argument("--methods", required=True, help="comma-separated; also 'random-init' and 'pixels'")
     q.add_argument("--seeds", help="comma-separated (default: the protocol's)")
-    q.add_argument("--runs", default="runs/bench")
-    q.add_argument("--results", default="benchmarks/results")
-    q.add_argument("--data-root")
-    q.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
     q.add_argument("--tag", help="name runs and results <method>-<tag>-seed<s> (a variant kept apart)")
     q.add_argument("--recipes", default="configs",
                    help="folder of method recipes applied under the protocol: DIR/<method>.yaml or "
                         "DIR/<method>/default.yaml (the val-tuned ones in configs/); 'none': built-in recipes")
     q.set_defaults(fn=cmd_bench)
-    w = bsub.add_parser("sweep", help="run a set of config files (an ablation) and tabulate them")
+    w = bsub.add_parser("sweep", parents=[runs], help="run a set of config files (an ablation) and tabulate them")
     w.add_argument("--configs", nargs="+", required=True, help="e.g. configs/byon/ablation/*.yaml")
-    w.add_argument("--protocol", default="fmnist-cpu")
     w.add_argument("--seeds", default="0")
-    w.add_argument("--runs", default="runs/bench")
-    w.add_argument("--results", default="benchmarks/results")
-    w.add_argument("--data-root")
-    w.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE")
     w.add_argument("--table", help="also write the Markdown table to this file")
     w.set_defaults(fn=cmd_sweep)
-    tu = bsub.add_parser("tune", help="a hyper-parameter grid scored on the held-out val split (never on test)",
+    tu = bsub.add_parser("tune", parents=[runs],
+                         help="a hyper-parameter grid scored on the held-out val split (never on test)",
                          description="Pretrain each grid cell on the training split minus the protocol's val "
                                      "hold-out, score kNN + linear on the held-out images, confirm the best cells at "
                                      "full length, name the winner by val linear top-1 (val kNN breaks ties).")
-    tu.add_argument("--protocol", default="fmnist-cpu")
     tu.add_argument("--methods", required=True, help="comma-separated")
     tu.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2",
                     help="one axis (repeatable); list values stay whole: data.crop_scale=[1,1],[0.6,1]")
@@ -519,10 +507,6 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--name", help="table/winner file stem instead of the method ({method} is replaced): one step "
                                    "of a coordinate search, e.g. --name {method}-aug")
     tu.add_argument("--config", help="YAML config applied under the protocol (e.g. configs/mae/paper.yaml)")
-    tu.add_argument("--runs", default="runs/bench")
-    tu.add_argument("--results", default="benchmarks/results")
-    tu.add_argument("--data-root")
-    tu.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="applied to every cell")
     tu.set_defaults(fn=cmd_tune)
     v = bsub.add_parser("speed", help="training images/s, FLOP utilisation, eval timings; one JSON per method")
     v.add_argument("--methods", required=True, help="comma-separated, e.g. mae,byon")

@@ -19,6 +19,7 @@ import yaml
 
 from byon.bench.quality import PROTOCOLS, pretrain_and_evaluate
 from byon.errors import ByonError, unknown
+from byon.methods import METHODS
 from byon.rundir import write_json
 
 STAGES = ("screen", "confirm", "all")
@@ -126,8 +127,6 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
     cell's own); `config`: a YAML config applied under the protocol (e.g. a method's paper recipe). `name`: the
     table and winner are <name>.md / <name>-winner.json instead of the method's (a grid that is one step of a
     coordinate search keeps its own table; cells of the same settings are shared between grids)."""
-    from byon.methods import METHODS
-
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     if stage not in STAGES:

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from byon.analysis import RUN_FIGURES
 from byon.config import RunConfig, save_config
-from byon.data import DataInfo, channel_stats, data_info, load_dataset
+from byon.data import DataInfo, ImageData, channel_stats, data_info, load_dataset
 from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
 from byon.engine.loader import RunLoader
 from byon.engine.logging import ResumableCSVLogger
@@ -34,6 +35,7 @@ from byon.errors import ByonError, Interrupted
 from byon.methods import build_method
 from byon.methods.base import Method
 from byon.methods.context import step_context, step_generator
+from byon.nn.vit import EncoderShape
 from byon.provenance import git_dirty, hardware, run_metadata
 from byon.rundir import (
     checkpoints_newest_first,
@@ -90,6 +92,42 @@ def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks:
 
 
 def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overwrite: bool, lock: RunLock) -> Path:
+    run = build(cfg, out, resume, callbacks, overwrite, lock)
+    wall, stopped = fit(run)
+    summarise(run, wall, stopped)
+    if stopped:
+        total = min(run.module.total_steps, cfg.train.max_steps or run.module.total_steps)
+        raise Interrupted(f"interrupted by {signal.Signals(stopped).name} after step {run.trainer.global_step} of "
+                          f"{total}; saved checkpoints/last.ckpt and a summary marked interrupted — continue with "
+                          f"--resume auto", 128 + stopped)
+    return out
+
+
+@dataclass
+class Run:
+    """A run set up to train (`build`): what `fit` trains and `summarise` reports."""
+
+    cfg: RunConfig
+    out: Path
+    data: ImageData
+    method: Method
+    shape: EncoderShape
+    module: PretrainModule
+    trainer: L.Trainer
+    ckpt_cb: RunCheckpoint
+    ckpt_path: str | None  # the checkpoint to resume from
+    resume_step: int | None
+    spoilt_last: bool  # the newer last.ckpt did not read: `fit` replaces it
+    precision: str
+    global_batch: int
+    lr: float
+    flops: float | None  # per image, counted on global rank 0
+    started: dict[str, Any]  # the code the process runs: commit, dirty, version, torch
+
+
+def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overwrite: bool, lock: RunLock) -> Run:
+    """Data, method (fitted data state or the resumed buffers), Lightning module, trainer and the run directory
+    (checked, locked, config.yaml written)."""
     leader = launch_leader()
     if leader:
         check_out(out, resume, overwrite)
@@ -189,47 +227,54 @@ def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, over
     # the code this process runs is the tree at its start: later commits must not be credited with the run
     started = {"dirty": git_dirty()} | {k: v for k, v in run_metadata(cfg, info).items()
                                         if k in ("version", "commit", "torch")}
+    return Run(cfg, out, data, method, shape, module, trainer, ckpt_cb, ckpt_path, resume_step, spoilt_last,
+               precision, global_batch, lr, flops, started)
+
+
+def fit(run: Run) -> tuple[float, int | None]:
+    """Train, then make sure last.ckpt holds the final state. Returns (wall seconds, the stopping signal or None)."""
+    trainer, module, out = run.trainer, run.module, run.out
     t0 = time.perf_counter()
     with stop_signals(trainer) as stopped:
         try:
-            trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+            trainer.fit(module, train_dataloaders=module.loader, ckpt_path=run.ckpt_path)
         except SIGTERMException:
             stopped.setdefault("signal", signal.SIGTERM)
-        interrupted = signal.Signals(stopped["signal"]).name if "signal" in stopped else None
     wall = time.perf_counter() - t0
     last = out / "checkpoints" / "last.ckpt"
     # --epochs 0 (the random-init reference run) saves nothing, and step-interval saving can end between saves
     # (a resumed run that had nothing left to do keeps its file untouched)
-    unsaved = ckpt_cb.last_step_saved() != trainer.global_step and trainer.global_step != resume_step
-    if not last.is_file() or unsaved or (spoilt_last and ckpt_cb.last_step_saved() == 0):
+    unsaved = run.ckpt_cb.last_step_saved() != trainer.global_step and trainer.global_step != run.resume_step
+    if not last.is_file() or unsaved or (run.spoilt_last and run.ckpt_cb.last_step_saved() == 0):
         trainer.strategy.connect(module) if trainer.model is None else None
         trainer.save_checkpoint(last)
+    return wall, stopped.get("signal")
 
-    if trainer.is_global_zero:
-        method.on_run_end(out)
-        for name in method.run_figures:
-            RUN_FIGURES[name](method, out)
-        summary = {
-            "method": cfg.method, "dataset": cfg.data.dataset, "model": cfg.model.preset,
-            "encoder": shape.__dict__, "epochs": cfg.train.epochs, "steps": trainer.global_step,
-            "global_batch": global_batch, "per_device_batch": cfg.train.batch_size, "lr": lr,
-            "wall_time_s": _finite(module.train_time_s()),
-            "segment_wall_time_s": round(wall, 2), "segments": module.segments,
-            "images_per_s": _finite(module.steady_images_per_s()), "flops_per_image": flops,
-            "skipped_steps": module.guard.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
-            "precision": precision, "world_size": trainer.world_size,
-            "data_dirs": {"train": data.source},  # the folder actually read (data.root may be unset)
-            **({"interrupted": interrupted} if interrupted else {}),
-            # the values the method settled for its config's None defaults (e.g. l-DAE's latent dimension)
-            **({"resolved": method.resolved()} if method.resolved() else {}),
-        } | started
-        write_json(out / "summary.json", summary)
-    if interrupted:
-        total = min(module.total_steps, cfg.train.max_steps or module.total_steps)
-        raise Interrupted(f"interrupted by {interrupted} after step {trainer.global_step} of {total}; saved "
-                          f"checkpoints/last.ckpt and a summary marked interrupted — continue with --resume auto",
-                          128 + stopped["signal"])
-    return out
+
+def summarise(run: Run, wall: float, stopped: int | None) -> None:
+    """Global rank 0: the method's run-end artefacts and figures, and summary.json."""
+    cfg, method, module, trainer, out = run.cfg, run.method, run.module, run.trainer, run.out
+    if not trainer.is_global_zero:
+        return
+    for name, obj in method.run_files().items():
+        write_json(out / name, obj)
+    for name in method.run_figures:
+        RUN_FIGURES[name](method, out)
+    summary = {
+        "method": cfg.method, "dataset": cfg.data.dataset, "model": cfg.model.preset,
+        "encoder": run.shape.__dict__, "epochs": cfg.train.epochs, "steps": trainer.global_step,
+        "global_batch": run.global_batch, "per_device_batch": cfg.train.batch_size, "lr": run.lr,
+        "wall_time_s": _finite(module.train_time_s()),
+        "segment_wall_time_s": round(wall, 2), "segments": module.segments,
+        "images_per_s": _finite(module.steady_images_per_s()), "flops_per_image": run.flops,
+        "skipped_steps": module.guard.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
+        "precision": run.precision, "world_size": trainer.world_size,
+        "data_dirs": {"train": run.data.source},  # the folder actually read (data.root may be unset)
+        **({"interrupted": signal.Signals(stopped).name} if stopped else {}),
+        # the values the method settled for its config's None defaults (e.g. l-DAE's latent dimension)
+        **({"resolved": method.resolved()} if method.resolved() else {}),
+    } | run.started
+    write_json(out / "summary.json", summary)
 
 
 @contextlib.contextmanager

@@ -17,20 +17,19 @@ from byon.eval.features import cached_features, extract_features, last_blocks_cl
 from byon.eval.knn import knn_classify
 from byon.eval.linear import GRID_BLRS, linear_heads, linear_probe, probe_grid
 from byon.export import select_encoder
+from byon.methods.base import Method
 from byon.rundir import find_checkpoint, load_run, pick_device, write_json
 
 FEATURE_TYPES = ("cls", "mean")
 
 
-def feature_types(method: torch.nn.Module) -> tuple[str, ...]:
+def feature_types(method: Method) -> tuple[str, ...]:
     """The frozen-eval features a method has: ('cls', 'mean'), or ('mean',) when its encoder has no CLS token
     (I-JEPA, N-JEPA: `ViTEncoder(class_token=False)`), whose 'cls' would be the mean of the patch tokens again."""
-    encoder = getattr(method, "encoder", None)
-    encoder = method.eval_encoder() if encoder is None else encoder
-    return FEATURE_TYPES if getattr(encoder, "cls_token", True) is not None else ("mean",)
+    return FEATURE_TYPES if method.encoder.cls_token is not None else ("mean",)
 
 
-def default_feature(method: torch.nn.Module) -> str:
+def default_feature(method: Method) -> str:
     """The method's `default_feature` ('cls' unless it says otherwise), 'mean' where it has no CLS token."""
     default = method.default_feature
     return default if default in feature_types(method) else "mean"
@@ -146,6 +145,26 @@ def result_path(run_dir: Path, kind: str, dataset: str, encoder: str | None,
     return run_dir / "eval" / ("-".join([f"{kind}-{dataset}", *(p for p in parts if p)]) + ".json")
 
 
+Labelled = tuple[dict[str, torch.Tensor], torch.Tensor]  # features {type: (N, D)}, labels (N,)
+
+
+def labelled_features(run_dir: Path, dataset: str, root: str | None, subset: int | None, seed: int,
+                      encoder: str | None, readout: dict[str, Any] | None, split: str, needs: str, blocks: int = 1,
+                      checkpoint: str | None = None) -> tuple[RunConfig, Method, Labelled, Labelled]:
+    """What every frozen evaluation starts from: the run (its checkpoint read once) and the labelled features
+    (`run_features`) of the reference set (the training split, `subset` of it) and of the scored `split`. A
+    dataset without labels is an error saying what `needs` them (e.g. "low-shot evaluation needs"). `checkpoint`:
+    which of the run's checkpoints (`load_run`)."""
+    cfg, method = run = load_run(run_dir, readout=readout, checkpoint=checkpoint)
+    sel = dict(run=run, encoder=encoder, readout=readout, blocks=blocks, val=holdout(cfg, split, dataset),
+               checkpoint=checkpoint)
+    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
+    test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
+    if train_y is None or test_y is None:
+        raise ByonError(f"dataset '{dataset}' has no labels; {needs} a labelled dataset")
+    return cfg, method, (train_f, train_y), (test_f, test_y)
+
+
 def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = None, subset: int | None = None,
              seed: int = 0, encoder: str | None = None, readout: dict[str, Any] | None = None,
              split: str = "test", checkpoint: str | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -153,12 +172,9 @@ def evaluate(kind: str, run_dir: str | Path, dataset: str, root: str | None = No
     "features"); `top1` is the method's default feature. `encoder`, `readout`: as in `run_features`. `split`:
     'test' (reference: the whole training split) or 'val' (the run's held-out val split; reference: the rest)."""
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir, readout=readout, checkpoint=checkpoint)
-    sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset), checkpoint=checkpoint)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
-    test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
-    if train_y is None or test_y is None:
-        raise ByonError(f"dataset '{dataset}' has no labels; kNN and linear evaluation need a labelled dataset")
+    cfg, method, (train_f, train_y), (test_f, test_y) = labelled_features(
+        run_dir, dataset, root, subset, seed, encoder, readout, split, "kNN and linear evaluation need",
+        checkpoint=checkpoint)
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": kind, "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "split": split, "subset": subset, "encoder": encoder or "default",
@@ -209,12 +225,9 @@ def evaluate_lowshot(run_dir: str | Path, dataset: str, shots: tuple[int, ...] =
     if draws < 1 or epochs < 1:
         raise ByonError(f"low-shot needs draws >= 1 and epochs >= 1, got {draws} and {epochs}")
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir, readout=readout, checkpoint=checkpoint)
-    sel = dict(run=run, encoder=encoder, readout=readout, val=holdout(cfg, split, dataset), checkpoint=checkpoint)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, None, seed, **sel)
-    test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
-    if train_y is None or test_y is None:
-        raise ByonError(f"dataset '{dataset}' has no labels; low-shot evaluation needs a labelled dataset")
+    cfg, method, (train_f, train_y), (test_f, test_y) = labelled_features(
+        run_dir, dataset, root, None, seed, encoder, readout, split, "low-shot evaluation needs",
+        checkpoint=checkpoint)
     types, default = feature_types(method), default_feature(method)
     result: dict[str, Any] = {"eval": "lowshot", "run": str(run_dir), "method": cfg.method, "dataset": dataset,
                               "split": split, "shots": list(shots), "draws": draws, "epochs": epochs, "seed": seed,
@@ -258,15 +271,11 @@ def evaluate_linear_grid(run_dir: str | Path, dataset: str, root: str | None = N
         raise ByonError(f"the linear grid concatenates the last blocks' CLS tokens; blocks must be >= 2, "
                         f"got {blocks}")
     run_dir = Path(run_dir)
-    cfg, method = run = load_run(run_dir, readout=readout, checkpoint=checkpoint)
+    cfg, method, (train_f, train_y), (test_f, test_y) = labelled_features(
+        run_dir, dataset, root, subset, seed, encoder, readout, split, "linear evaluation needs", blocks,
+        checkpoint)
     n = min(blocks, len(select_encoder(method, encoder=encoder).blocks))
     features = grid_features(n, cls="cls" in feature_types(method))
-    sel = dict(run=run, encoder=encoder, readout=readout, blocks=blocks, val=holdout(cfg, split, dataset),
-               checkpoint=checkpoint)
-    train_f, train_y = run_features(run_dir, dataset, "train", root, subset, seed, **sel)
-    test_f, test_y = run_features(run_dir, dataset, split, root, None, seed, **sel)
-    if train_y is None or test_y is None:
-        raise ByonError(f"dataset '{dataset}' has no labels; linear evaluation needs a labelled dataset")
     for f in (train_f, test_f):
         f[features[-1]] = torch.cat([f[features[-2]], f["mean"]], dim=1)
     grid = probe_grid(train_f, train_y, test_f, test_y, features, blrs or GRID_BLRS, seed=seed, **kwargs)

@@ -4,7 +4,6 @@ BYOL and BYON."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -82,8 +81,10 @@ class Method(nn.Module):
         """The values the method settled for its config's None defaults (kept in summary.json)."""
         return {}
 
-    def on_run_end(self, run_dir: Path) -> None:
-        """Per-run artefacts after training (BYON's timestep histogram)."""
+    def run_files(self) -> dict[str, Any]:
+        """JSON files for the run directory after training, name → object (l-DAE's PCA spectrum); the engine
+        writes them. Figures are `run_figures`."""
+        return {}
 
 
 class BootstrapTeacher(Method):

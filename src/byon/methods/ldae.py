@@ -19,10 +19,8 @@ probe's t = 10 (appendix A) is σ ≈ 0.014. Pixels are the dataset-normalised o
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -185,14 +183,13 @@ class LDAE(Method):
         """What the None defaults became: the latent dimension d and the probe t."""
         return {"latent_dim": self.latent_dim, "probe_t": self.probe_t}
 
-    def on_run_end(self, run_dir: str | Path) -> None:
+    def run_files(self) -> dict[str, Any]:
         """ldae_pca.json: the latent dimension and the variance the kept components explain."""
         explained = self.pca.explained().tolist()
-        info = {"latent_dim": self.latent_dim, "patch_dim": self.shape.patch_dim, "noise_space": self.cfg.noise_space,
-                "probe_t": self.probe_t,
-                "explained_variance_kept": explained[self.latent_dim - 1],
-                "eigenvalues": [round(v, 6) for v in self.pca.variance.tolist()]}
-        Path(run_dir, "ldae_pca.json").write_text(json.dumps(info, indent=1) + "\n")
+        return {"ldae_pca.json": {
+            "latent_dim": self.latent_dim, "patch_dim": self.shape.patch_dim, "noise_space": self.cfg.noise_space,
+            "probe_t": self.probe_t, "explained_variance_kept": explained[self.latent_dim - 1],
+            "eigenvalues": [round(v, 6) for v in self.pca.variance.tolist()]}}
 
 
 __all__ = ["NOISE_SPACES", "PREDICTIONS", "LDAE", "LDAEConfig"]
