@@ -63,3 +63,23 @@ def test_tune_shards_split_the_cells(tmp_path):
                         extra=["train.max_steps=2"], name="{method}-lr")
     assert step.name == "mae-lr.md" and (results / "tune" / "smoke" / "mae-lr-winner.json").is_file()
     assert len(list((results / "tune" / "smoke" / "mae").glob("*.json"))) == 2
+
+
+def test_a_short_screen_is_confirmed_at_the_protocols_length(tmp_path, monkeypatch):
+    import dataclasses
+
+    from byon.bench.quality import PROTOCOLS
+
+    monkeypatch.setitem(PROTOCOLS, "smoke", dataclasses.replace(PROTOCOLS["smoke"], epochs=2))
+    axes = [parse_axis("optim.blr=1e-3,1e-4,1e-5")]
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    kw = dict(extra=["data.subset=256"], epochs=1, confirm=2)
+    [table] = bench_tune("smoke", ["mae"], axes, runs, results, stage="screen", **kw)
+    assert "Confirmation (2 epochs, the best 2 screen cells): not run yet." in table.read_text()
+    assert not (results / "tune" / "smoke" / "mae-winner.json").exists()
+    [table] = bench_tune("smoke", ["mae"], axes, runs, results, stage="confirm", **kw)
+    recs = sorted(p.name for p in (results / "tune" / "smoke" / "mae").glob("*-e2-seed0.json"))
+    assert len(recs) == 2  # only the best two screen cells ran at full length
+    winner = json.loads((results / "tune" / "smoke" / "mae-winner.json").read_text())
+    assert f"{winner['cell']}-e2-seed0.json" in recs and winner["screen_epochs"] == 1 and winner["epochs"] == 2
+    assert "## Confirmation (2 epochs, the best 2 screen cells)" in table.read_text()

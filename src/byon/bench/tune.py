@@ -181,7 +181,7 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
             confirmed = {c: json.loads(f.read_text()) for c, f in paths.items() if f.is_file()}
         winner = max(confirmed, key=lambda c: _score(confirmed[c])) if len(confirmed) == len(top) else None
         table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
-                           sets_of)
+                           sets_of, len(top))
         stem = m if name is None else name.replace("{method}", m)
         path = results / "tune" / protocol / f"{stem}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,7 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
 
 def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], screen: dict[str, dict[str, Any]],
                screen_epochs: int, confirmed: dict[str, dict[str, Any]], full: int, winner: str | None,
-               base: list[str], sets_of: dict[str, tuple[str, ...]]) -> str:
+               base: list[str], sets_of: dict[str, tuple[str, ...]], n_confirm: int) -> str:
     """Markdown: the screen's cells by val linear top-1, the confirmation runs, the winner and its settings."""
     def row(c: str, r: dict[str, Any]) -> str:
         mt = r["metrics"]
@@ -212,14 +212,16 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
              + "; ".join(f"`{a.name}` ∈ {{{', '.join(lbl for lbl, _ in a.values)}}}" for a in axes) + ".",
              "", f"## Screen ({screen_epochs} epochs)", "", *head]
     lines += [row(c, screen[c]) for c in sorted(screen, key=lambda c: _score(screen[c]), reverse=True)]
-    if screen_epochs != full:
-        lines += ["", f"## Confirmation ({full} epochs, the best {len(sets_of) and len(confirmed)} screen cells)", "",
-                  *head]
+    if screen_epochs != full and confirmed:
+        lines += ["", f"## Confirmation ({full} epochs, the best {n_confirm} screen cells)", "", *head]
         lines += [row(c, confirmed[c]) for c in sorted(confirmed, key=lambda c: _score(confirmed[c]), reverse=True)]
+    elif screen_epochs != full:
+        lines += ["", f"Confirmation ({full} epochs, the best {n_confirm} screen cells): not run yet."]
     if winner is not None:
         lines += ["", f"**Winner: `{winner}`** — `--set {' '.join([*base, *sets_of[winner]])}`"]
     else:
-        lines += ["", "Winner: not yet (confirmation runs unfinished)."]
+        best = max(screen, key=lambda c: _score(screen[c]))
+        lines += ["", f"Winner: not yet (the confirmation runs are unfinished). Best screen cell: `{best}`."]
     return "\n".join(lines) + "\n"
 
 
