@@ -93,3 +93,23 @@ def test_two_process_ddp_on_cpu_trains(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2 and summary["global_batch"] == 32
+
+
+@pytest.mark.parametrize("extra", [[], ["--max-steps", "3"]])
+def test_a_run_shorter_than_the_log_interval_still_logs_its_last_step_and_records_its_config(tmp_path, extra):
+    import yaml
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--method", "mae", "--epochs", "1", *TINY, "--set", "train.log_every_n_steps=50",
+                 *extra, "--out", str(run)]) == 0
+    with open(run / "logs" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    last = 2 if extra else 3  # 4 steps an epoch, or stopped after 3
+    assert [int(r["step"]) for r in rows] == [last]
+    assert yaml.safe_load((run / "logs" / "tb" / "hparams.yaml").read_text()) == yaml.safe_load(
+        (run / "config.yaml").read_text())
+    if not extra:  # and the next segment continues on the same schedule
+        assert main(["pretrain", "--method", "mae", "--epochs", "2", *TINY, "--set", "train.log_every_n_steps=50",
+                     "--out", str(run), "--resume", "auto"]) == 0
+        with open(run / "logs" / "metrics.csv") as f:
+            assert [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")] == [3, 7]

@@ -116,7 +116,14 @@ class PretrainModule(L.LightningModule):
 
     def _is_log_step(self, step: int) -> bool:
         # Lightning writes the logs of step s when (s + 1) % log_every_n_steps == 0, or when stopping
-        return (step + 1) % max(self.cfg.train.log_every_n_steps, 1) == 0 or self.trainer.should_stop
+        return ((step + 1) % max(self.cfg.train.log_every_n_steps, 1) == 0 or self.trainer.should_stop
+                or step + 1 == self.final_step)
+
+    @property
+    def final_step(self) -> int:
+        """The step count at which this run's training ends (its last step's logs are always written)."""
+        planned = self.total_steps if self.cfg.train.epochs else 0
+        return min(planned, self.cfg.train.max_steps) if self.cfg.train.max_steps else planned
 
     def all_reduce(self, t: Tensor, op: str) -> Tensor:
         """In-place all-reduce over ranks ("sum", "mean" or "max"); no barrier, so on NCCL it is queued on
@@ -159,6 +166,8 @@ class PretrainModule(L.LightningModule):
         self.guard.end_step()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step == self.final_step:  # Lightning writes a step's logs on its log steps or when stopping
+            self.trainer.should_stop = True  # the run ends here anyway: now logs/metrics.csv has its last step
         if self.global_step % max(self.cfg.train.log_every_n_steps, 1) == 0:
             self.guard.read(self, log_count=True)
         self._throughput()

@@ -187,7 +187,7 @@ def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overw
                             every_steps=cfg.train.ckpt_every_steps, save_top_k=cfg.train.keep_last,
                             monitor="step", mode="max")
     loggers = [ResumableCSVLogger(out, name="logs", version="", resume_step=resume_step),
-               TensorBoardLogger(out, name="logs", version="tb")]
+               TensorBoardLogger(out, name="logs", version="tb", default_hp_metric=False)]
     try:
         trainer = L.Trainer(
             accelerator=accelerator, devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
@@ -218,6 +218,7 @@ def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overw
     lr = PretrainModule.scaled_lr(cfg, trainer.world_size)
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
+        loggers[1].log_hyperparams(cfg.to_dict())  # logs/tb/hparams.yaml: the resolved config, not `{}`
         rank_zero_info(f"global batch {global_batch} = {cfg.train.batch_size} per device x {trainer.world_size} "
                        f"processes; lr {lr:.4g} = " + ("optim.lr" if cfg.optim.lr is not None else
                        f"optim.blr {cfg.optim.blr:g} x {global_batch} / {cfg.optim.lr_scale_batch}"))
