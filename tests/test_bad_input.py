@@ -338,3 +338,36 @@ def test_a_damaged_last_ckpt_is_replaced_by_resume_and_eval_can_pick_a_checkpoin
     now = torch.load(last, weights_only=True)["state_dict"]
     assert now.keys() == good.keys() and all(torch.equal(now[k], good[k]) for k in good)
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "e2.safetensors")]) == 0
+
+
+def test_a_yaml_syntax_error_names_its_line_and_column(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: mae\ndata:\n  dataset: synthetic\n   subset: 3\n")
+    assert main(["pretrain", "--config", str(bad), "--out", str(tmp_path / "run")]) == 2
+    assert error_line(capsys) == (f"config file '{bad}' is not valid YAML at line 4, column 10: mapping values are "
+                                  f"not allowed here; fix that line (indent with spaces, write key: value)")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_checkpoints_of_random_bytes_are_one_line_with_nothing_after_it(mae_run, tmp_path, capsys, hashes, seed):
+    run = copy_run(mae_run, tmp_path / "run")
+    rng = np.random.default_rng(seed)
+    for p in (run / "checkpoints").glob("*.ckpt"):  # a pickle protocol header, then noise
+        p.write_bytes(b"\x80\x02" + rng.integers(0, 256, 400, dtype=np.uint8).tobytes())
+    before = hashes(run)
+    capsys.readouterr()
+    assert main(["pretrain", *SYNTH, "--out", str(run), "--resume", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "SystemError" not in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("byon: error: --resume auto: none of the ")
+    assert len(err.strip().splitlines()) <= 3  # a warning per skipped newer file, then the error
+    assert hashes(run) == before
+
+
+def test_export_to_an_unwritable_place(mae_run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    out = tmp_path / "notes.txt" / "enc.safetensors"
+    assert main(["export", "--run", str(mae_run), "--out", str(out)]) == 2
+    assert error_line(capsys) == (f"cannot write file '{out}': '{tmp_path / 'notes.txt'}' is a file, not a folder; "
+                                  f"nothing earlier was overwritten — choose a writable place with free space")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,14 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def images(n: int = 4, size: int = 28, chans: int = 1, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, chans, size, size, generator=g)
+
+
+def test_export_files_share_the_usual_permissions(runs, tmp_path):
+    out = tmp_path / "enc.safetensors"
+    assert main(["export", "--run", str(runs["mae"]), "--out", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == out.with_suffix(".json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("ema", [False, True])

@@ -316,7 +316,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ByonError(f"config file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ByonError(f"config file '{p}' is not valid YAML{at}: {problem}; fix that line (indent with spaces, "
+                        f"write key: value)") from None
     if not isinstance(data, dict):
         raise ByonError(f"config file '{p}' must hold a mapping (method:, data:, model:, ...)")
     inherit = data.pop("inherit", None)

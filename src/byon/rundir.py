@@ -105,8 +105,11 @@ def _write_error(path: Path, e: BaseException, what: str) -> ByonError:
         with contextlib.suppress(OSError):
             full = shutil.disk_usage(path.parent).free < 64 << 20
     why = "no space left on the device" if full else (getattr(e, "strerror", None) or type(e).__name__)
+    blocker = next((a for a in path.parents if a.exists()), None)
+    if isinstance(e, FileExistsError | NotADirectoryError) and blocker is not None and not blocker.is_dir():
+        why = f"'{blocker}' is a file, not a folder"
     then = ("the earlier checkpoints are intact — free space or fix the folder, then continue with --resume auto"
-            if what == "checkpoint" else "nothing earlier was overwritten — free space or choose another place")
+            if what == "checkpoint" else "nothing earlier was overwritten — choose a writable place with free space")
     return ByonError(f"cannot write {what} '{path}': {why}; {then}")
 
 

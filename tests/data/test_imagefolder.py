@@ -47,8 +47,11 @@ def test_train_test_subfolders_share_classes(tmp_path):
 
 def test_no_test_split_is_an_error(tmp_path):
     save(tmp_path / "a" / "0.png")
-    with pytest.raises(ByonError, match="no train/ and test/"):
+    with pytest.raises(ByonError, match="no train/ and test/") as e:
         load_dataset("imagefolder", "test", root=tmp_path)
+    assert "split 'train'" not in str(e.value)  # no such option; the hint names what does exist
+    assert f"move the images into {tmp_path / 'train'}/<class>/" in str(e.value)
+    assert "--set data.val_size=N, then byon eval --split val" in str(e.value)
 
 
 def test_unreadable_file_fail_and_skip(tmp_path, caplog):

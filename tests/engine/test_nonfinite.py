@@ -108,6 +108,9 @@ def test_a_nan_gradient_with_a_finite_loss_is_caught_and_named(tmp_path, monkeyp
     assert main(["pretrain", "--method", "mae", *TINY, "--set", "train.max_bad_steps=2", "--out", str(run)]) == 2
     err = error_line(capsys.readouterr().err)
     assert "byon: error: non-finite gradient (of encoder.cls_token) at step 2, 2 steps in a row" in err
+    # no checkpoint was saved before the stop: the message promises none
+    assert "stopped before the first checkpoint, so there is nothing to resume" in err
+    assert not list((run / "checkpoints").glob("*.ckpt"))
     assert not (run / "checkpoints" / "last.ckpt").exists()  # nothing good was ever checkpointed
 
 

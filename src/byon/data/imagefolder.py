@@ -41,8 +41,10 @@ def split_folder(root: Path, split: str) -> tuple[Path, list[str]]:
         folders = [root]
         folder = root
     else:
-        raise ByonError(f"image folder '{root}' has no train/ and test/ (or val/) sub-folders, so it is a single "
-                        f"train split; add those sub-folders to get a test split, or use split 'train'")
+        raise ByonError(f"image folder '{root}' has no train/ and test/ (or val/) sub-folders, so it holds only a "
+                        f"training split; for a test split move the images into {root / 'train'}/<class>/ and "
+                        f"{root / 'test'}/<class>/, or hold images out instead (pretrain with --set data.val_size=N, "
+                        f"then byon eval --split val)")
     names = sorted({d.name for f in folders for d in _class_dirs(f) if _images_in(d, recursive=True)})
     return folder, names
 

@@ -4,6 +4,7 @@ buffers restored) on every rank, and `train.max_bad_steps` such steps in a row s
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -16,6 +17,15 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(ByonError):
     """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+def _stopped(lm: L.LightningModule) -> str:
+    """The end of the stop message: what is kept (a checkpoint only if one was saved) and what to change."""
+    cb = lm.trainer.checkpoint_callback
+    folder = Path(cb.dirpath) if cb is not None and getattr(cb, "dirpath", None) else None
+    kept = ("stopped, the last good checkpoint is kept" if folder is not None and any(folder.glob("*.ckpt"))
+            else "stopped before the first checkpoint, so there is nothing to resume")
+    return f"{kept} — lower the lr (optim.blr), set optim.grad_clip, or check the data"
 
 
 class NonFiniteGuard:
@@ -83,10 +93,8 @@ class NonFiniteGuard:
         log.warning("step %d skipped: non-finite %s (%d in a row, %d in all)", lm.global_step, what,
                     self.consecutive_skips, self.skipped_steps)
         if self.consecutive_skips >= self.max_bad_steps:
-            raise NonFiniteLossError(
-                f"non-finite {what} at step {lm.global_step}, {self.consecutive_skips} steps in a row "
-                f"(train.max_bad_steps={self.max_bad_steps}); stopped, the last good checkpoint is kept "
-                f"— lower the lr (optim.blr), set optim.grad_clip, or check the data")
+            raise NonFiniteLossError(f"non-finite {what} at step {lm.global_step}, {self.consecutive_skips} steps in "
+                                     f"a row (train.max_bad_steps={self.max_bad_steps}); {_stopped(lm)}")
 
     @torch.no_grad()
     def _on_device(self, lm: L.LightningModule, optimizer: torch.optim.Optimizer, grads: list[Tensor],
@@ -134,10 +142,8 @@ class NonFiniteGuard:
         self.skipped_steps, self.consecutive_skips = skipped, run
         if stop and trip_step >= 0:
             what = {1: "loss", 2: "gradient"}.get(trip_what, "loss or gradient")
-            raise NonFiniteLossError(
-                f"non-finite {what} at step {trip_step}, {self.max_bad_steps} steps in a row "
-                f"(train.max_bad_steps={self.max_bad_steps}); stopped, the last good checkpoint is kept "
-                f"— lower the lr (optim.blr), set optim.grad_clip, or check the data")
+            raise NonFiniteLossError(f"non-finite {what} at step {trip_step}, {self.max_bad_steps} steps in a row "
+                                     f"(train.max_bad_steps={self.max_bad_steps}); {_stopped(lm)}")
 
     def _bad_terms(self, lm: L.LightningModule, step_out: dict[str, Tensor], loss_ok: bool, grad_ok: bool) -> str:
         """'loss (loss, recon)' naming the non-finite logged terms, or 'gradient (of <param>)'."""
