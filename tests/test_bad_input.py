@@ -161,7 +161,7 @@ def test_unknown_on_bad_file_value(tmp_path, capsys):
     (["--model", "vit-tinny"], "unknown model preset 'vit-tinny' (did you mean 'vit-tiny'?); valid: vit-base, "
                                "vit-micro, vit-small, vit-test, vit-tiny"),
     (["--dataset", "cifar-10"], "unknown dataset 'cifar-10' (did you mean 'cifar10'?); valid: cifar10, cifar100, "
-                                "fashion-mnist, imagefolder, synthetic, synthetic-rgb"),
+                                "fashion-mnist, imagefolder, shards, synthetic, synthetic-rgb"),
     (["--set", "train.epoch=3"], "unknown config key 'train.epoch' (did you mean 'epochs'?); valid keys of train: "
                                  "epochs, batch_size"),
     (["--set", "trian.epochs=3"], "unknown config section 'trian' (did you mean 'train'?); valid sections: method, "

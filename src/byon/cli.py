@@ -1,4 +1,4 @@
-"""`byon` command line: pretrain, evaluate, export, embed, list methods.
+"""`byon` command line: pretrain, evaluate, export, embed, list methods, shard data.
 
 The one module whose commands import their (torch-heavy) modules when they run: `byon --help` and a bad flag
 answer in a fraction of a second."""
@@ -283,6 +283,17 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shard(a: argparse.Namespace) -> int:
+    from byon.data.shards import write_shards
+
+    meta = write_shards(a.images, a.out, a.shard_size)
+    for split, entry in meta["splits"].items():
+        print(f"{split}: {entry['images']} images from {entry['source']} in {len(entry['shards'])} shard(s) under "
+              f"{os.path.join(a.out, split)}")
+    print(f"pretrain on them with: byon pretrain --dataset shards --data-root {a.out} ...")
+    return 0
+
+
 def cmd_methods(a: argparse.Namespace) -> int:
     from byon.methods import METHODS
 
@@ -309,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("methods", help="list the method names")
     m.set_defaults(fn=cmd_methods)
+
+    dp = sub.add_parser("data", help="prepare data: write an image folder into tar shards for many nodes")
+    dsub = dp.add_subparsers(dest="data_command", required=True)
+    ds = dsub.add_parser("shard", help="write an image folder (train, and test/val when present) into tar shards")
+    ds.add_argument("--images", required=True, help="the image folder (class sub-folders give labels)")
+    ds.add_argument("--out", required=True, help="new folder for the shards (shards.json, <split>/shard-*.tar)")
+    ds.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    ds.set_defaults(fn=cmd_shard)
 
     t = sub.add_parser("pretrain", help="pretrain an encoder into a run directory")
     t.add_argument("--method")

@@ -55,9 +55,20 @@ class DataConfig:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
     on_bad_file: str = "fail"  # imagefolder: fail | skip
+    # memory: decode the whole split into memory once | stream: decode (and random-resized-crop) each batch in
+    # `num_workers` DataLoader worker processes | auto: memory when the decoded split fits memory_budget_gb.
+    # Only image folders and shards stream; the other datasets are always held in memory.
+    storage: str = "auto"
+    memory_budget_gb: float | None = None  # auto's budget for the decoded split; None: a quarter of the RAM
+    num_workers: int = 4  # stream: decoding worker processes per training process (0: decode in the main one)
 
     def validate(self) -> None:
         check_range("data.image_size", self.image_size, 1)
+        if self.storage not in ("memory", "stream", "auto"):
+            raise ByonError(f"data.storage must be memory, stream or auto, got {self.storage!r}")
+        check_range("data.memory_budget_gb", self.memory_budget_gb, 0, lo_open=True,
+                    hint="or none for a quarter of the RAM")
+        check_range("data.num_workers", self.num_workers, 0, hint="0 decodes in the training process itself")
         lo, hi = self.crop_scale
         check_range("data.crop_scale[0]", lo, 0, 1, lo_open=True, hint="the crop keeps this fraction of the area "
                     "at least, e.g. crop_scale=[0.2,1]")

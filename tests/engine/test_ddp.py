@@ -17,9 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from byon.data.shards import write_shards
 from byon.engine.module import PretrainModule
 from byon.engine.run import train
 from byon.errors import ByonError
@@ -40,6 +43,7 @@ from pathlib import Path
 import torch
 
 from byon.methods import load_config
+from byon.data.shards import write_shards
 from byon.engine.module import PretrainModule
 from byon.engine.run import train
 
@@ -192,3 +196,56 @@ def test_sync_bn_on_cpu_processes_is_a_clear_error(tmp_path):
     """torch's SyncBatchNorm has no CPU kernels; the GPU path is Lightning's `sync_batchnorm`."""
     with pytest.raises(ByonError, match="train.sync_bn needs CUDA devices"):
         train(load_config(None, ddp_overrides("byon", sync_bn=True)), tmp_path / "run")
+
+
+SHARD_WORKER = r'''
+import json
+import os
+import sys
+from pathlib import Path
+
+from byon.data.shards import write_shards
+from byon.engine.module import PretrainModule
+from byon.engine.run import train
+from byon.methods import load_config
+
+out, overrides = Path(sys.argv[1]), json.loads(sys.argv[2])
+seen = []
+step = PretrainModule.training_step
+
+
+def record(self, batch, batch_idx):
+    seen.append([self.current_epoch, batch[0][:, 0, 0, 0].tolist()])  # red: the sample's id
+    return step(self, batch, batch_idx)
+
+
+PretrainModule.training_step = record
+train(load_config(None, overrides), out)
+(out / f"seen-{os.environ['RANK']}.json").write_text(json.dumps(seen))
+'''
+
+
+def test_two_process_ddp_over_shards_sees_each_sample_once_per_epoch(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    n = 40  # 20 per rank: 5 batches of 4 per epoch
+    rng = np.random.default_rng(0)
+    for i in range(n):  # red is the sample's id, uniform, so any crop keeps it; green and blue vary
+        pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+        pixels[..., 0] = i
+        Image.fromarray(pixels).save(images / f"{i:03d}.png")
+    write_shards(images, tmp_path / "shards", shard_size=10)
+    overrides = {"method": "mae", "data": {"dataset": "shards", "root": str(tmp_path / "shards"), "image_size": 16,
+                                           "num_workers": 1},
+                 "model": {"preset": "vit-test"},
+                 "train": {"epochs": 2, "batch_size": 4, "progress": False, "accelerator": "cpu", "devices": 2,
+                           "strategy": "ddp"}}
+    (tmp_path / "worker.py").write_text(SHARD_WORKER)
+    wait(launch(tmp_path / "worker.py", [str(tmp_path / "run"), json.dumps(overrides)]), timeout=300)
+    seen = [json.loads((tmp_path / "run" / f"seen-{r}.json").read_text()) for r in (0, 1)]
+    for epoch in (0, 1):
+        per_rank = [[i for e, ids in s if e == epoch for i in ids] for s in seen]
+        assert [len(r) for r in per_rank] == [20, 20]
+        both = per_rank[0] + per_rank[1]
+        assert sorted(both) == list(range(n))  # every sample once, the ranks' shards disjoint
+    assert [i for e, ids in seen[0] if e == 0 for i in ids] != [i for e, ids in seen[0] if e == 1 for i in ids]

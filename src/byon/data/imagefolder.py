@@ -87,12 +87,9 @@ def read_images(files: list[Path], read: Callable[[Path], np.ndarray], folder: P
     return arrays, keep
 
 
-def load_imagefolder(root: str | Path | None, split: str = "train", image_size: int | None = None,
-                     on_bad_file: str = "fail") -> ImageData:
-    """uint8 (N, C, H, W) with C = 1 when every image is grayscale, else 3; labels from class sub-folders
-    (sorted names), or None when the images sit directly in the folder."""
-    if on_bad_file not in BAD_FILE:
-        raise unknown("on_bad_file value", on_bad_file, BAD_FILE)
+def list_imagefolder(root: str | Path | None, split: str = "train") -> tuple[Path, list[Path], list[int], list[str]]:
+    """(the split's folder, its image files, their labels (empty when unlabelled), the class names), read from the
+    directory listing alone: no image is opened."""
     if root is None:
         raise ByonError("the imagefolder dataset needs a folder: pass --data-root DIR")
     root = Path(root).expanduser()
@@ -114,6 +111,16 @@ def load_imagefolder(root: str | Path | None, split: str = "train", image_size: 
     if not files:
         raise ByonError(f"image folder '{folder}' holds no images ({', '.join(sorted(EXTENSIONS))}), neither "
                         f"directly nor in class sub-folders")
+    return folder, files, labels, classes
+
+
+def load_imagefolder(root: str | Path | None, split: str = "train", image_size: int | None = None,
+                     on_bad_file: str = "fail") -> ImageData:
+    """uint8 (N, C, H, W) with C = 1 when every image is grayscale, else 3; labels from class sub-folders
+    (sorted names), or None when the images sit directly in the folder."""
+    if on_bad_file not in BAD_FILE:
+        raise unknown("on_bad_file value", on_bad_file, BAD_FILE)
+    folder, files, labels, classes = list_imagefolder(root, split)
 
     arrays, keep = read_images(files, lambda path: _read(path, image_size), folder, on_bad_file,
                                "on_bad_file='skip' (--set data.on_bad_file=skip)")

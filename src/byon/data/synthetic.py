@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from byon.data.imagedata import ImageData
@@ -88,3 +91,23 @@ def load_synthetic(name: str, split: str, image_size: int | None = None) -> Imag
     size = image_size or (32 if rgb else 28)
     images, labels = make_synthetic(SIZES[split], SPLIT_SEEDS[split], size, 3 if rgb else 1)
     return ImageData(images, labels, list(CLASSES), name)
+
+
+def write_jpeg_folder(root: str | Path, n: int, sizes: tuple[int, int] = (24, 40), classes: int = 3,
+                      seed: int = 0, quality: int = 90) -> Path:
+    """An image folder of n JPEGs for tests and `byon bench data`: image i in class folder `class{i % classes}`,
+    each side drawn from `sizes` (inclusive), smooth colour fields (8 × 8 random colours upsampled, plus noise)
+    that compress and decode like photographs rather than like white noise. The same arguments always write the
+    same files."""
+    root = Path(root)
+    g = torch.Generator().manual_seed(seed)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        h, w = (int(v) for v in torch.randint(sizes[0], sizes[1] + 1, (2,), generator=g))
+        coarse = torch.rand(1, 3, 8, 8, generator=g)
+        x = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0]
+        x = x + 0.04 * torch.randn(3, h, w, generator=g)
+        pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(root / f"class{i % classes}" / f"{i:06d}.jpg", quality=quality)
+    return root

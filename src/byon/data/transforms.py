@@ -142,11 +142,13 @@ def random_grayscale(x: Tensor, p: float = 0.2, generator: torch.Generator | Non
 
 
 def augment(x: Tensor, cfg: DataConfig, mean: Sequence[float], std: Sequence[float],
-            generator: torch.Generator | None = None, out_size: int | None = None) -> Tensor:
+            generator: torch.Generator | None = None, out_size: int | None = None, crop: bool = True) -> Tensor:
     """The default pretraining view: uint8 (B, C, H, W) → random resized crop (cfg.crop_scale,
-    cfg.crop_ratio) → horizontal flip (when cfg.hflip) → normalised float32 (B, C, out, out)."""
+    cfg.crop_ratio) → horizontal flip (when cfg.hflip) → normalised float32 (B, C, out, out). crop=False: the
+    images were cropped when decoded (streamed data), so only the flip and the normalisation remain."""
     v = x.to(torch.float32) / 255
-    v = random_resized_crop(v, tuple(cfg.crop_scale), tuple(cfg.crop_ratio), generator, out_size)
+    if crop:
+        v = random_resized_crop(v, tuple(cfg.crop_scale), tuple(cfg.crop_ratio), generator, out_size)
     if cfg.hflip:
         v = hflip(v, 0.5, generator)
     return (v - _channel_vec(mean, v, "mean")) / _channel_vec(std, v, "std")

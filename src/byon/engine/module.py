@@ -14,6 +14,7 @@ from torch import Tensor
 from byon.config import RunConfig
 from byon.data import DataInfo
 from byon.engine.guard import NonFiniteGuard
+from byon.data.stream import StreamLoader
 from byon.engine.loader import RunLoader
 from byon.engine.optim import cosine_schedule, param_groups, warmup_cosine
 from byon.methods.base import Method
@@ -25,7 +26,7 @@ from byon.provenance import run_metadata
 class PretrainModule(L.LightningModule):
     """Wraps `method`: per-step lr/wd schedules, batched augmentation, EMA, non-finite guard, logging."""
 
-    def __init__(self, cfg: RunConfig, method: Method, info: DataInfo, loader: RunLoader) -> None:
+    def __init__(self, cfg: RunConfig, method: Method, info: DataInfo, loader: RunLoader | StreamLoader) -> None:
         super().__init__()
         self.cfg, self.method, self.info, self.loader = cfg, method, info, loader
         self.register_buffer("_mean", torch.tensor(info.mean).view(1, -1, 1, 1), persistent=False)
@@ -108,7 +109,9 @@ class PretrainModule(L.LightningModule):
         the method. Every draw comes from the (seed, step, rank) generator: ranks draw different crops, masks
         and noise, and a rerun or a resume draws the same ones again."""
         g = step_generator(self.cfg.train.seed, step, rank, raw.device)
-        ctx = step_context(self.cfg.data, self._mean, self._std, g, step, self.current_epoch, self.total_steps)
+        # streamed batches were random-resized-cropped when decoded (`StreamLoader.decode_crop`)
+        ctx = step_context(self.cfg.data, self._mean, self._std, g, step, self.current_epoch, self.total_steps,
+                           crop=not getattr(self.loader, "decode_crop", False))
         batch = {"raw": raw, "label": labels}
         if self.method.augment_batch:  # else the method draws its own views (BYOL)
             batch["image"] = ctx.augment(raw)

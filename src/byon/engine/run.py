@@ -25,6 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from byon.analysis import RUN_FIGURES
 from byon.config import RunConfig, save_config
 from byon.data import DataInfo, ImageData, channel_stats, data_info, load_dataset
+from byon.data.datasets import open_dataset, plan_storage
+from byon.data.stream import DEFAULT_SIZE, STATS_IMAGES, StreamData, StreamLoader
 from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
 from byon.engine.loader import RunLoader
 from byon.engine.logging import ResumableCSVLogger
@@ -61,6 +63,25 @@ def compile_blocks(method: torch.nn.Module) -> int:
                 blk.compile()
                 n += 1
     return n
+
+
+def load_train_data(cfg: RunConfig) -> tuple[ImageData | StreamData, ImageData]:
+    """The training split, in memory or streamed (`data.storage`, announced in the run's first line), and the
+    decoded images its channel statistics and data-fitted buffers are taken from: the split itself, or a
+    sample of a streamed one."""
+    d = cfg.data
+    size = d.image_size or cfg.model.img_size or DEFAULT_SIZE
+    storage, line = plan_storage(d.dataset, d.storage, d.root, d.image_size, d.memory_budget_gb, size,
+                                 d.num_workers)
+    rank_zero_info(line)
+    if storage == "stream":
+        data = open_dataset(d.dataset, "train", d.root, size, subset=d.subset, seed=cfg.train.seed,
+                            val_size=d.val_size, val_seed=d.val_seed)
+        return data, data.sample(STATS_IMAGES, d.on_bad_file)
+    data = load_dataset(d.dataset, "train", root=d.root, subset=d.subset, seed=cfg.train.seed,
+                        image_size=d.image_size, on_bad_file=d.on_bad_file, val_size=d.val_size,
+                        val_seed=d.val_seed)
+    return data, data
 
 
 def flops_per_image(method: Method, info: DataInfo, cfg: RunConfig, batch: int = 4) -> float:
@@ -109,7 +130,7 @@ class Run:
 
     cfg: RunConfig
     out: Path
-    data: ImageData
+    data: ImageData | StreamData
     method: Method
     shape: EncoderShape
     module: PretrainModule
@@ -135,10 +156,8 @@ def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overw
         torch.set_num_threads(cfg.train.num_threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    data = load_dataset(cfg.data.dataset, "train", root=cfg.data.root, subset=cfg.data.subset,
-                        seed=cfg.train.seed, image_size=cfg.data.image_size, on_bad_file=cfg.data.on_bad_file,
-                        val_size=cfg.data.val_size, val_seed=cfg.data.val_seed)
-    mean, std = channel_stats(data.images)
+    data, sample = load_train_data(cfg)
+    mean, std = channel_stats(sample.images)
     info = data_info(data, mean, std)
     method, shape = build_method(cfg, info)
 
@@ -156,7 +175,7 @@ def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overw
     if resumed is not None:
         resume_step = check_compatible(cfg, resumed)
     # data-fitted buffers (l-DAE's PCA basis): fitted once, then checkpointed
-    load_buffers(method, resumed["state_dict"]) if resumed is not None else method.setup_data(data)
+    load_buffers(method, resumed["state_dict"]) if resumed is not None else method.setup_data(sample)
     del resumed  # trainer.fit reads the checkpoint itself
 
     accelerator = cfg.train.accelerator
@@ -175,9 +194,15 @@ def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overw
     if cfg.train.sync_bn and on_cpu and (world > 1 or str(cfg.train.devices) == "-1"):
         raise ByonError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernels); "
                         "drop train.sync_bn for CPU processes")
-    loader = RunLoader(data, cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
-                       rank=int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))) if world > 1 else 0,
-                       world_size=world)
+    rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))) if world > 1 else 0
+    if isinstance(data, StreamData):
+        loader: RunLoader | StreamLoader = StreamLoader(
+            data, cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed, rank=rank, world_size=world,
+            num_workers=cfg.data.num_workers, crop_scale=cfg.data.crop_scale, crop_ratio=cfg.data.crop_ratio,
+            on_bad_file=cfg.data.on_bad_file)
+    else:
+        loader = RunLoader(data, cfg.train.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed, rank=rank,
+                           world_size=world)
     module = PretrainModule(cfg, method, info, loader)
 
     # Step-interval checkpoints can fall in the same epoch, so their names carry the step.

@@ -34,11 +34,13 @@ class StepContext:
 
 
 def step_context(data: DataConfig, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor,
-                 generator: torch.Generator, step: int = 0, epoch: int = 0, total_steps: int = 1) -> StepContext:
-    """The context of step `step` of `total_steps`, its `augment` the run's (`data`, normalised by mean/std)."""
+                 generator: torch.Generator, step: int = 0, epoch: int = 0, total_steps: int = 1,
+                 crop: bool = True) -> StepContext:
+    """The context of step `step` of `total_steps`, its `augment` the run's (`data`, normalised by mean/std);
+    crop=False when the batch was random-resized-cropped as it was decoded (streamed data)."""
     return StepContext(generator=generator, step=step, epoch=epoch, progress=step / total_steps,
                        total_steps=total_steps,
-                       augment=partial(augment_view, cfg=data, mean=mean, std=std, generator=generator))
+                       augment=partial(augment_view, cfg=data, mean=mean, std=std, generator=generator, crop=crop))
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
