@@ -13,8 +13,8 @@ from torch import Tensor
 
 from byon.config import RunConfig
 from byon.data import DataInfo
-from byon.engine.guard import NonFiniteGuard
 from byon.data.stream import StreamLoader
+from byon.engine.guard import NonFiniteGuard
 from byon.engine.loader import RunLoader
 from byon.engine.optim import cosine_schedule, param_groups, warmup_cosine
 from byon.methods.base import Method
