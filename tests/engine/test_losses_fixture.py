@@ -23,6 +23,7 @@ TIMING = {"train/images_per_s"}
 # every method's default config, and a few non-default paths through the shared code
 VARIANTS = {name: {"method": name} for name in METHODS} | {
     "byon-views-two": {"method": "byon", "byon": {"views": "two"}},
+    "byol-joint": {"method": "byol", "byol": {"encoder_passes": "joint"}},  # before per-view passes: the old byol
 }
 
 

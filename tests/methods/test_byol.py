@@ -120,3 +120,19 @@ def test_the_engine_draws_no_view_for_byol(tmp_path, monkeypatch, tiny_overrides
     over["train"] = over["train"] | {"max_steps": 2}
     train(build_config(over), tmp_path / "run")
     assert seen and all(keys == {"raw", "label"} for keys in seen)
+
+
+def test_per_view_and_joint_encoder_passes_give_the_same_step():
+    """The encoders have LayerNorm only, so one pass per view equals one pass over both (to float rounding) —
+    losses and gradients alike; only the memory pattern differs (page faults of the 2B batch on CPU)."""
+    outs, grads = [], []
+    for passes in ("per_view", "joint"):
+        m = make(encoder_passes=passes)
+        out = m(rand_batch(B=8), step_ctx())
+        out["loss"].backward()
+        outs.append(out)
+        grads.append(torch.cat([p.grad.flatten() for p in m.encoder.parameters() if p.grad is not None]))
+    torch.testing.assert_close(outs[0]["loss"], outs[1]["loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ByonError, match="encoder_passes"):
+        make(encoder_passes="both")
