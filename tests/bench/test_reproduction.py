@@ -25,3 +25,13 @@ def test_reproduction_renders_rows_beside_the_paper_and_judges_the_claims(tmp_pa
     assert "| 50 %, w/ IAN > 50 %, w/o IAN | +0.79 | -0.50 | reversed |" in text
     assert "| full (all five) > contrastive | +3.29 | — | not run yet |" in text
     assert len([t for t, _, _ in TABLE1]) == 10 and "Not run yet" in text
+
+
+def test_cost_section_renders_the_flops_record(tmp_path):
+    from byon.bench.reproduction import cost_section
+
+    assert "Not measured yet" in "\n".join(cost_section(tmp_path / "none.json"))
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"protocol": "p", "commit": "abcdef123", "command": "x", "rows": [
+        {"method": "byon", "sets": ["byon.encoder_tokens=visible"], "gflops_per_image": 0.385, "over_diffmae": 1.81}]}))
+    assert "| byon | `byon.encoder_tokens=visible` | 0.385 | 1.81 |" in cost_section(f)

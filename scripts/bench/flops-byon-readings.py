@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Training FLOPs per image (forward + backward, torch.utils.flop_counter on one step of the real method) of
+BYON's candidate readings beside DiffMAE, SimMIM, MAE and MaskDiT at the fmnist-cpu shapes (vit-micro, 28 px,
+1 channel) -> benchmarks/results/flops/byon-readings.json; `byon bench report` renders it in
+benchmarks/byon-reproduction.md. Seconds on a CPU; no data is read.
+    python scripts/bench/flops-byon-readings.py"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from byon.data import DataInfo
+from byon.engine.run import flops_per_image
+from byon.methods import build_method, load_config
+from byon.provenance import git_commit
+
+ROWS = [("diffmae", []), ("simmim", []), ("mae", []), ("maskdit", []), ("byon", []),
+        ("byon", ["byon.encoder_tokens=visible"]),
+        ("byon", ["byon.encoder_tokens=visible", "byon.decoder_depth=1"]),
+        ("byon", ["byon.decoder_depth=1"]), ("byon", ["byon.contrastive=false"])]
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    info = DataInfo(name="fashion-mnist", img_size=28, in_chans=1, num_classes=10, mean=(0.286,), std=(0.353,))
+    rows = []
+    for method, sets in ROWS:
+        cfg = load_config(None, {"method": method, "model": {"preset": "vit-micro"}}, sets=sets)
+        m, _ = build_method(cfg, info)
+        rows.append({"method": method, "sets": sets, "gflops_per_image": round(flops_per_image(m, info, cfg) / 1e9, 4)})
+    base = next(r["gflops_per_image"] for r in rows if r["method"] == "diffmae")
+    for r in rows:
+        r["over_diffmae"] = round(r["gflops_per_image"] / base, 3)
+    out = Path("benchmarks/results/flops/byon-readings.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"protocol": "fmnist-cpu shapes (vit-micro, 28 px, 1 channel)", "commit": git_commit(),
+                               "command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
+    for r in rows:
+        print(f"{r['method']:8s} {' '.join(r['sets']) or '(default)':55s} {r['gflops_per_image']:.3f} GFLOPs/img "
+              f"{r['over_diffmae']:.2f}x DiffMAE")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
