@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import pytest
 
 from byon.config import parse_set
 from byon.errors import ByonError
-from byon.methods import load_config
+from byon.methods import METHODS, load_config
 
 
 def test_defaults_recipe_yaml_and_set_resolve_in_order(tmp_path):
@@ -43,3 +45,15 @@ def test_round_trip_through_to_dict():
     cfg = load_config(None, {"method": "mae", "data": {"crop_scale": [0.5, 1.0]}})
     again = load_config(None, cfg.to_dict())
     assert again == cfg
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"supervised"}))
+def test_every_method_has_an_imagenet_recipe(method):
+    """configs/<method>/imagenet.yaml: the paper's ViT-B/16 at 224 px on an image folder, its sources in the header."""
+    path = Path(__file__).resolve().parents[1] / "configs" / method / "imagenet.yaml"
+    cfg = load_config(str(path), {})
+    assert (cfg.method, cfg.model.preset, cfg.data.image_size, cfg.data.dataset) == (method, "vit-base", 224,
+                                                                                      "imagefolder")
+    assert cfg.data.storage == "auto" and cfg.train.epochs == 400
+    header = path.read_text().split("\nmethod:")[0]
+    assert header.startswith("# ") and ("papers/" in header or "et al." in header)

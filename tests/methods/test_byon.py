@@ -272,7 +272,7 @@ def test_bad_settings_are_user_errors(byon, match):
 
 def test_every_sweep_config_loads():
     paths = sorted(BYON_CONFIGS.rglob("*.yaml"))
-    assert len(paths) == 2 + 10 + 6 + 4  # default + paper, Table 1, Table 6, Table 4
+    assert len(paths) == 3 + 10 + 6 + 4  # default + paper + imagenet, Table 1, Table 6, Table 4
     for p in paths:
         assert load_config(p, TINY).method == "byon"
     ratios = {p.stem: load_config(p).method_cfg for p in (BYON_CONFIGS / "mask_ratio").glob("*.yaml")}

@@ -11,7 +11,8 @@ from byon.methods.fnmim import FeatureNoiseMIM
 
 from .common import CONFIGS, assert_trains_every_parameter, make_method, method_from, rand_images, step_ctx
 
-ROWS = sorted(p for p in (CONFIGS / "fnmim").glob("*.yaml") if p.stem != "paper")  # paper.yaml: the recipe
+# paper.yaml, imagenet.yaml: the recipes
+ROWS = sorted(p for p in (CONFIGS / "fnmim").glob("*.yaml") if p.stem not in ("paper", "imagenet"))
 
 
 def make(seed: int = 0, depth: int = 4, **fnmim) -> FeatureNoiseMIM:

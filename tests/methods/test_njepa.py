@@ -10,7 +10,8 @@ from byon.methods.njepa import NJEPA
 
 from .common import CONFIGS, INFO, TINY, check_step, make_method, method_from, pretrain_knn, rand_batch, step_ctx
 
-VARIANTS = sorted(p for p in (CONFIGS / "njepa").rglob("*.yaml") if p.stem != "paper")  # paper.yaml: the recipe
+# paper.yaml, imagenet.yaml: the recipes
+VARIANTS = sorted(p for p in (CONFIGS / "njepa").rglob("*.yaml") if p.stem not in ("paper", "imagenet"))
 
 
 def make(seed: int = 0, **njepa) -> NJEPA:
