@@ -221,6 +221,24 @@ def cmd_speed(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_data(a: argparse.Namespace) -> int:
+    from byon.bench.data import bench_data
+
+    workers = [int(w) for w in a.workers.split(",") if w.strip()]
+    source = f"--images {a.images}" if a.images else f"--generate {a.generate} --sizes {a.sizes[0]} {a.sizes[1]}"
+    command = (f"byon bench data {source} --image-size {a.image_size} --workers {a.workers} --batch {a.batch}"
+               + ("" if a.shards else " --no-shards") + ("" if a.flops else " --no-flops") + f" --out {a.out}")
+    r = bench_data(Path(a.out), a.images, a.generate, tuple(a.sizes), a.image_size, workers, a.batch, a.shards,
+                   a.flops, command)
+    for row in r["rows"]:
+        print(f"{row['source']:6s} {row['workers']} worker(s): {row['images_per_s']:8.1f} images/s "
+              f"({row['per_worker_images_per_s']:.1f} per worker, steady)")
+    if "estimate" in r:
+        print(f"estimate: ~{r['estimate']['workers_per_gpu']} workers per H100 for BYON at ViT-B")
+    print(Path(a.out), Path(a.out).with_suffix(".md"))
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from byon.bench.report import render
     from byon.bench.reproduction import render_reproduction
@@ -546,6 +564,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-root")
     v.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.num_threads=2 train.compile=true")
     v.set_defaults(fn=cmd_speed)
+    bd = bsub.add_parser("data", help="streaming decode + crop images/s per worker and in total, peak RSS, and the "
+                                      "workers one GPU would need")
+    bd.add_argument("--images", help="an image folder (default: generate --generate JPEGs in a temporary folder)")
+    bd.add_argument("--generate", type=int, default=2000, help="JPEGs to generate (default 2000)")
+    bd.add_argument("--sizes", type=int, nargs=2, default=[300, 500], metavar=("MIN", "MAX"),
+                    help="side range of the generated JPEGs in px (default 300 500)")
+    bd.add_argument("--image-size", type=int, default=224, help="crop size (default 224)")
+    bd.add_argument("--workers", default="0,1,2", help="worker counts to time, comma-separated (default 0,1,2)")
+    bd.add_argument("--batch", type=int, default=64)
+    bd.add_argument("--no-shards", dest="shards", action="store_false", help="time the folder only")
+    bd.add_argument("--no-flops", dest="flops", action="store_false", help="skip the ViT-B FLOP count and estimate")
+    bd.add_argument("--out", default="benchmarks/data-decode.json", help="the JSON record (and .md beside it)")
+    bd.set_defaults(fn=cmd_bench_data)
+
     r = bsub.add_parser("report", help="render benchmarks/RESULTS.md and plots from the result JSONs")
     r.add_argument("--results", default="benchmarks/results")
     r.add_argument("--out", default="benchmarks/RESULTS.md")
