@@ -296,6 +296,9 @@ def summarise(run: Run, wall: float, stopped: int | None) -> None:
         "skipped_steps": module.guard.skipped_steps, "last_logs": module.last_logs, "hardware": hardware(),
         "precision": run.precision, "world_size": trainer.world_size,
         "data_dirs": {"train": run.data.source},  # the folder actually read (data.root may be unset)
+        # streamed: the images left out as unreadable (data.on_bad_file=skip) by this process's loader
+        "data_storage": "stream" if isinstance(run.data, StreamData) else "memory",
+        **({"skipped_images": module.loader.skipped} if isinstance(module.loader, StreamLoader) else {}),
         **({"interrupted": signal.Signals(stopped).name} if stopped else {}),
         # the values the method settled for its config's None defaults (e.g. l-DAE's latent dimension)
         **({"resolved": method.resolved()} if method.resolved() else {}),
