@@ -166,3 +166,19 @@ def test_quality_applies_the_method_recipe_from_the_recipes_folder(tmp_path, smo
     # the recipe applies under the protocol: its own settings, the protocol's data/encoder/epochs
     assert rec["config"]["mae"]["mask_ratio"] == 0.5 and rec["config"]["optim"]["blr"] == 1e-3
     assert rec["config"]["data"]["dataset"] == "synthetic" and rec["config"]["model"]["preset"] == "vit-test"
+
+
+def test_a_run_a_signal_stopped_is_resumed_not_evaluated_as_finished(tmp_path, smoke, monkeypatch):
+    run = tmp_path / "runs" / "smoke" / "mae-seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"interrupted": "SIGTERM", "steps": 1}))
+    resumed = []
+
+    def train(cfg, out, resume=None):
+        resumed.append(resume)
+        raise ByonError("stop here")
+
+    monkeypatch.setattr(quality, "train", train)
+    with pytest.raises(ByonError, match="stop here"):
+        bench_quality("smoke", ["mae"], [0], tmp_path / "runs", tmp_path / "results")
+    assert resumed == ["auto"]

@@ -229,7 +229,8 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
     cfg = load_config(config, overrides, sets=extra or [])
     method = cfg.method
     run_cfg = _run_config(run, cfg)
-    if not (run / "summary.json").is_file():
+    done = run / "summary.json"
+    if not done.is_file() or "interrupted" in json.loads(done.read_text()):  # a signal stopped it: continue it
         train(cfg, run, resume="auto")  # a fresh start in a new directory, else the run continues
         run_cfg = _run_config(run, cfg)
     summary = json.loads((run / "summary.json").read_text())

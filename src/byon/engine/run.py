@@ -273,7 +273,7 @@ def fit(run: Run) -> tuple[float, int | None]:
     unsaved = run.ckpt_cb.last_step_saved() != trainer.global_step and trainer.global_step != run.resume_step
     if not last.is_file() or unsaved or (run.spoilt_last and run.ckpt_cb.last_step_saved() == 0):
         trainer.strategy.connect(module) if trainer.model is None else None
-        trainer.save_checkpoint(last)
+        trainer.save_checkpoint(last, weights_only=False)  # a full, resumable checkpoint (and no info line)
     return wall, stopped.get("signal")
 
 
