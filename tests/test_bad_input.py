@@ -371,3 +371,15 @@ def test_export_to_an_unwritable_place(mae_run, tmp_path, capsys):
     assert main(["export", "--run", str(mae_run), "--out", str(out)]) == 2
     assert error_line(capsys) == (f"cannot write file '{out}': '{tmp_path / 'notes.txt'}' is a file, not a folder; "
                                   f"nothing earlier was overwritten — choose a writable place with free space")
+
+
+def test_ctrl_c_outside_training_promises_no_checkpoint(tmp_path, capsys, monkeypatch):
+    import byon.engine.run as run_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "train", interrupted)  # e.g. while the dataset loads
+    assert main(["pretrain", *SYNTH, "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert err == "byon: interrupted before anything was saved; checkpoints from earlier are kept\n"

@@ -600,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"byon: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("byon: interrupted; the last checkpoint is kept (resume with --resume auto)", file=sys.stderr)
+        # outside training (a run stops at a step boundary through `Interrupted`): nothing new was saved
+        print("byon: interrupted before anything was saved; checkpoints from earlier are kept", file=sys.stderr)
         return 130
 
 
