@@ -14,7 +14,7 @@ from PIL import Image
 
 from byon.cli import main
 from byon.data import BatchLoader, load_dataset
-from byon.data.datasets import open_dataset, plan_storage
+from byon.data.datasets import open_dataset, open_split, plan_storage
 from byon.data.shards import write_shards
 from byon.data.stream import StreamLoader, crop_box, decode, sample_seed
 from byon.data.synthetic import write_jpeg_folder
@@ -138,14 +138,18 @@ def test_decode_crop_draws_from_the_sample_seed():
     assert out.shape == (24, 24, 3) and (out == 200).all()
 
 
-def test_plan_storage_auto_streams_above_the_budget(folder):
-    small, _ = plan_storage("imagefolder", "auto", folder, 16, 1.0, 16, 2)
-    big, line = plan_storage("imagefolder", "auto", folder, 16, 1e-6, 16, 2)
+def test_plan_storage_auto_streams_above_the_budget(folder, shards):
+    listed = open_split("imagefolder", "train", folder, 16)
+    small, _ = plan_storage("imagefolder", "auto", listed, 16, 1.0, 2)
+    big, line = plan_storage("imagefolder", "auto", listed, 16, 1e-6, 2)
     assert (small, big) == ("memory", "stream") and "streamed" in line and "121 images" in line
-    assert plan_storage("imagefolder", "memory", folder, 16, 1e-6, 16, 2)[0] == "memory"
-    assert plan_storage("synthetic", "auto", None, None, None, 16, 2)[0] == "memory"
+    assert plan_storage("imagefolder", "memory", listed, 16, 1e-6, 2)[0] == "memory"
+    with Image.open(listed.reader.name(0)) as im:  # without data.image_size: the first image's size
+        assert f"at {im.size[0]}x{im.size[1]} px" in plan_storage("imagefolder", "auto", listed, None, 1.0, 2)[1]
+    assert plan_storage("shards", "auto", open_split("shards", "train", shards, 16), None, None, 2)[0] == "stream"
+    assert plan_storage("synthetic", "auto", None, None, None, 2)[0] == "memory"
     with pytest.raises(ByonError, match="always held in memory"):
-        plan_storage("synthetic", "stream", None, None, None, 16, 2)
+        plan_storage("synthetic", "stream", None, None, None, 2)
 
 
 def test_data_shard_command(folder, tmp_path, capsys):

@@ -11,7 +11,7 @@ from PIL import Image
 from byon.data.cifar import load_cifar
 from byon.data.fashion_mnist import load_fashion_mnist
 from byon.data.imagedata import ImageData, resize_images, subset_indices, take_subset
-from byon.data.imagefolder import list_imagefolder, load_imagefolder
+from byon.data.imagefolder import load_imagefolder
 from byon.data.shards import open_shards
 from byon.data.stream import DEFAULT_SIZE, StreamData, open_imagefolder
 from byon.data.synthetic import load_synthetic
@@ -91,51 +91,60 @@ def memory_budget(gb: float | None) -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4
 
 
-def plan_storage(name: str, storage: str, root: str | Path | None, image_size: int | None, budget_gb: float | None,
-                 stream_size: int, num_workers: int) -> tuple[str, str]:
-    """→ ("memory" | "stream", the line a run starts with saying which and why). `auto` holds an image folder in
-    memory when its decoded size (N · 3 · S², S = image_size or the first image's size) fits the budget
-    (`memory_budget`); shards always stream; the other datasets are always in memory. Only the folder's listing
-    is read (and one image's header)."""
-    if name not in STREAMABLE:
+def plan_storage(name: str, storage: str, listed: StreamData | None, image_size: int | None,
+                 budget_gb: float | None, num_workers: int) -> tuple[str, str]:
+    """→ ("memory" | "stream", the line a run starts with saying which and why). `listed`: the training split of
+    an image folder or shards as `open_split` lists it (None for the other datasets). `auto` holds an image folder
+    in memory when its decoded size (N · 3 · S², S = image_size or the first image's size) fits the budget
+    (`memory_budget`); shards always stream; the other datasets are always in memory. Only the listing is read
+    (and one image's header)."""
+    if listed is None:
         if storage == "stream":
             raise ByonError(f"data.storage=stream streams image folders and shards; {name} is small and always held "
                             f"in memory: drop data.storage")
         return "memory", f"data: {name} held in memory"
-    stream_line = (f"streamed at {stream_size} px, decoded and random-resized-cropped in {num_workers} worker "
+    stream_line = (f"streamed at {listed.img_size} px, decoded and random-resized-cropped in {num_workers} worker "
                    f"process(es) per device (data.num_workers)")
     if name == "shards":
         if storage == "memory":
             raise ByonError("data.storage=memory: shards always stream; use storage auto or stream")
-        return "stream", f"data: shards in '{root}' {stream_line}"
-    folder, files, _, _ = list_imagefolder(root, "train")
+        return "stream", f"data: shards '{listed.source}' {stream_line}: {len(listed)} images"
+    w = h = image_size or listed.img_size
     if image_size is None:
         try:
-            with Image.open(files[0]) as im:
+            with Image.open(listed.reader.name(0)) as im:
                 w, h = im.size
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            w = h = stream_size
-    else:
-        w = h = image_size
-    need, budget = len(files) * 3 * w * h, memory_budget(budget_gb)
+            pass
+    need, budget = len(listed) * 3 * w * h, memory_budget(budget_gb)
     fits = need <= budget
     mode = storage if storage != "auto" else "memory" if fits else "stream"
-    why = (f"{len(files)} images, ~{need / 1e9:.3g} GB decoded at {w}x{h} px "
+    why = (f"{len(listed)} images, ~{need / 1e9:.3g} GB decoded at {w}x{h} px "
            f"{'≤' if fits else '>'} the {budget / 1e9:.3g} GB budget (data.memory_budget_gb)")
     how = "held in memory" if mode == "memory" else stream_line
-    return mode, f"data: imagefolder '{folder}' {how}; data.storage={storage}: {why}"
+    return mode, f"data: imagefolder '{listed.source}' {how}; data.storage={storage}: {why}"
 
 
-def open_dataset(name: str, split: str, root: str | Path | None, img_size: int, subset: int | None = None,
-                 seed: int = 0, val_size: int = 0, val_seed: int = 0) -> StreamData:
-    """`load_dataset`'s split of an image folder or shards, streamed: listed (the val hold-out and subset taken
-    from the listing), never decoded whole."""
+def open_split(name: str, split: str, root: str | Path | None, img_size: int) -> StreamData:
+    """A split ('train' or 'test') of an image folder or shards, listed (never decoded whole)."""
     if name not in STREAMABLE:
         raise ByonError(f"only image folders and shards stream, not {name}")
-    source = "train" if split == "val" else split
-    data = open_shards(root, source, img_size) if name == "shards" else open_imagefolder(root, source, img_size)
+    return open_shards(root, split, img_size) if name == "shards" else open_imagefolder(root, split, img_size)
+
+
+def narrow(data: StreamData, split: str, subset: int | None = None, seed: int = 0, val_size: int = 0,
+           val_seed: int = 0) -> StreamData:
+    """`load_dataset`'s val hold-out ('train' without it, or 'val') and subset of a listed training split."""
     if split in ("train", "val") and val_size:
         data = split_train_val(data, split, val_size, val_seed)
     if subset is not None:
         data = take_subset(data, subset, seed, split)
     return data
+
+
+def open_dataset(name: str, split: str, root: str | Path | None, img_size: int, subset: int | None = None,
+                 seed: int = 0, val_size: int = 0, val_seed: int = 0) -> StreamData:
+    """`load_dataset`'s split of an image folder or shards, streamed: listed, the val hold-out and subset taken
+    from the listing, never decoded whole."""
+    data = open_split(name, "train" if split == "val" else split, root, img_size)
+    return narrow(data, split, subset, seed, val_size, val_seed)

@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from byon.analysis import RUN_FIGURES
 from byon.config import RunConfig, save_config
 from byon.data import DataInfo, ImageData, channel_stats, data_info, load_dataset
-from byon.data.datasets import open_dataset, plan_storage
+from byon.data.datasets import STREAMABLE, narrow, open_split, plan_storage
 from byon.data.stream import DEFAULT_SIZE, STATS_IMAGES, StreamData, StreamLoader
 from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
 from byon.engine.loader import RunLoader
@@ -71,12 +71,12 @@ def load_train_data(cfg: RunConfig) -> tuple[ImageData | StreamData, ImageData]:
     sample of a streamed one."""
     d = cfg.data
     size = d.image_size or cfg.model.img_size or DEFAULT_SIZE
-    storage, line = plan_storage(d.dataset, d.storage, d.root, d.image_size, d.memory_budget_gb, size,
-                                 d.num_workers)
+    # a folder is listed once: the storage choice reads the listing the streamed split is taken from
+    listed = open_split(d.dataset, "train", d.root, size) if d.dataset in STREAMABLE else None
+    storage, line = plan_storage(d.dataset, d.storage, listed, d.image_size, d.memory_budget_gb, d.num_workers)
     rank_zero_info(line)
-    if storage == "stream":
-        data = open_dataset(d.dataset, "train", d.root, size, subset=d.subset, seed=cfg.train.seed,
-                            val_size=d.val_size, val_seed=d.val_seed)
+    if listed is not None and storage == "stream":
+        data = narrow(listed, "train", d.subset, cfg.train.seed, d.val_size, d.val_seed)
         return data, data.sample(STATS_IMAGES, d.on_bad_file)
     data = load_dataset(d.dataset, "train", root=d.root, subset=d.subset, seed=cfg.train.seed,
                         image_size=d.image_size, on_bad_file=d.on_bad_file, val_size=d.val_size,
