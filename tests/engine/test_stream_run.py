@@ -4,6 +4,7 @@ test_ddp.py.)"""
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import subprocess
@@ -16,6 +17,7 @@ from PIL import Image
 
 from byon.cli import main
 from byon.data.synthetic import write_jpeg_folder
+from byon.engine.module import PretrainModule
 
 # 65 images / batch 16 = 4 steps per epoch
 BASE = ["--method", "mae", "--dataset", "imagefolder", "--model", "vit-test", "--batch-size", "16", "--epochs", "3",
@@ -42,6 +44,29 @@ def test_auto_streams_a_folder_above_the_budget_with_a_progress_bar(folder, tmp_
     assert "2/4" in capsys.readouterr().out  # Lightning's progress bar, step by step
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (summary["steps"], summary["data_storage"], summary["skipped_images"]) == (2, "stream", 0)
+
+
+def test_the_first_step_comes_before_the_folder_is_read(folder, tmp_path, monkeypatch):
+    """No pre-read: when the first step starts, only the first image's header, the channel-statistics sample
+    (8 images here) and the first batch of 16 have been opened — not the folder's 65 images."""
+    opened: set[str] = set()
+    at_first_step: list[int] = []
+    real_open, step = builtins.open, PretrainModule.training_step
+
+    def counting_open(file, *args, **kwargs):
+        if str(file).startswith(str(folder)):
+            opened.add(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def first_step(self, batch, batch_idx):
+        at_first_step.append(len(opened))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr("byon.engine.run.STATS_IMAGES", 8)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(PretrainModule, "training_step", first_step)
+    assert pretrain(folder, tmp_path / "run", "--max-steps", "1", sets=("data.memory_budget_gb=0.00001",)) == 0
+    assert 8 <= at_first_step[0] <= 1 + 8 + 16 < 65
 
 
 RSS = r'''
