@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from byon.data import DataInfo
+from byon.data.synthetic import write_jpeg_folder
 from byon.engine.monitor import OnlineMonitor, feature_std
 from byon.engine.run import train
 from byon.errors import ByonError
@@ -60,6 +62,22 @@ def test_measure_restores_every_modules_mode_and_draws_no_rng() -> None:
     assert [m.training for m in method.modules()] == modes
     assert out.keys() == {"monitor/knn_top1", "monitor/feature_std"} and 0 <= out["monitor/knn_top1"] <= 100
     assert mon.measure(method, torch.device("cpu")) == out
+
+
+def test_a_streamed_run_decodes_only_the_monitor_subsets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for split, seed in (("train", 0), ("test", 1)):
+        write_jpeg_folder(tmp_path / split, 30, classes=3, seed=seed)
+    cfg = load_config(None, {"method": "mae", "data": {"dataset": "imagefolder", "root": str(tmp_path)},
+                             "model": {"preset": "vit-test"}, "train": MONITOR})
+
+    def whole_split(*args, **kwargs):
+        raise AssertionError("a streamed run's monitor decoded a whole split")
+
+    monkeypatch.setattr("byon.engine.monitor.load_dataset", whole_split)
+    info = DataInfo("imagefolder", 16, 3, 3, (0.5,) * 3, (0.25,) * 3)
+    mon = OnlineMonitor(cfg, info, every=1, subset=12, streamed=True)
+    assert mon.data["train"].images.shape == mon.data["test"].images.shape == (12, 3, 16, 16)
+    assert torch.bincount(mon.data["test"].labels).tolist() == [4, 4, 4]  # stratified, as in memory
 
 
 def _info():

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from byon.config import RunConfig
 from byon.data import DataInfo, load_dataset
+from byon.data.datasets import open_dataset
 from byon.data.imagedata import take_subset
 from byon.errors import ByonError
 from byon.eval.features import extract_features
@@ -51,17 +52,21 @@ class OnlineMonitor(L.Callback):
     logs them."""
 
     def __init__(self, cfg: RunConfig, info: DataInfo, every: int, subset: int, k: int = 20,
-                 temperature: float = 0.07) -> None:
+                 temperature: float = 0.07, streamed: bool = False) -> None:
         self.every, self.k, self.temperature, self.info = every, k, temperature, info
         self.batch_size = cfg.train.batch_size
         d = cfg.data
         self.data = {}
         for split in ("train", "test"):
-            full = load_dataset(d.dataset, split, root=d.root, image_size=d.image_size, on_bad_file=d.on_bad_file)
+            # a streamed run's splits are too large to decode whole: the subset is taken from the listing and
+            # only its images are decoded (centre crops at the run's image size)
+            full = (open_dataset(d.dataset, split, d.root, info.img_size) if streamed else
+                    load_dataset(d.dataset, split, root=d.root, image_size=d.image_size, on_bad_file=d.on_bad_file))
             if full.labels is None:
                 raise ByonError(f"train.monitor_every_epochs needs labelled data, but the {d.dataset} {split} "
                                 f"split has no labels; set train.monitor_every_epochs=0")
-            self.data[split] = take_subset(full, min(subset, len(full)), SUBSET_SEED, split)
+            part = take_subset(full, min(subset, len(full)), SUBSET_SEED, split)
+            self.data[split] = part.sample(len(part), d.on_bad_file) if streamed else part
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every:
@@ -96,10 +101,11 @@ class OnlineMonitor(L.Callback):
         return {"monitor/knn_top1": knn["top1"], "monitor/feature_std": feature_std(feats["train"][ft])}
 
 
-def online_monitor(cfg: RunConfig, info: DataInfo) -> list[L.Callback]:
-    """The monitor callback when `train.monitor_every_epochs` > 0, else none."""
+def online_monitor(cfg: RunConfig, info: DataInfo, streamed: bool = False) -> list[L.Callback]:
+    """The monitor callback when `train.monitor_every_epochs` > 0, else none. `streamed`: the run streams its
+    data, so the monitor decodes only its subsets."""
     every = cfg.train.monitor_every_epochs
-    return [OnlineMonitor(cfg, info, every, cfg.train.monitor_subset)] if every > 0 else []
+    return [OnlineMonitor(cfg, info, every, cfg.train.monitor_subset, streamed=streamed)] if every > 0 else []
 
 
 __all__ = ["OnlineMonitor", "feature_std", "online_monitor"]

@@ -218,7 +218,7 @@ def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overw
             accelerator=accelerator, devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
             strategy=cfg.train.strategy, precision=precision, max_epochs=cfg.train.epochs,
             max_steps=cfg.train.max_steps or -1, logger=loggers,
-            callbacks=[ckpt_cb, *callbacks, *online_monitor(cfg, info)],
+            callbacks=[ckpt_cb, *callbacks, *online_monitor(cfg, info, isinstance(data, StreamData))],
             sync_batchnorm=cfg.train.sync_bn,
             plugins=[AtomicCheckpointIO()], log_every_n_steps=cfg.train.log_every_n_steps,
             enable_progress_bar=cfg.train.progress, gradient_clip_val=cfg.optim.grad_clip,
