@@ -80,8 +80,9 @@ def test_order_and_rank_shards_match_the_in_memory_loader(folder):
         assert len(mem) == len(st) == 7 and all(torch.equal(a, b) for a, b in zip(mem, st))
 
 
-def test_resume_mid_epoch_repeats_the_remaining_batches(folder):
-    data = open_dataset("imagefolder", "train", folder, 16)
+@pytest.mark.parametrize("source", ["imagefolder", "shards"])
+def test_resume_mid_epoch_repeats_the_remaining_batches(source, folder, shards):
+    data = open_dataset(source, "train", folder if source == "imagefolder" else shards, 16)
     straight = StreamLoader(data, 16, seed=1, num_workers=2)
     want = list(straight) + list(straight)  # two epochs
     loader = StreamLoader(data, 16, seed=1, num_workers=2)
