@@ -1,10 +1,12 @@
 """DDP on two CPU processes (gloo, launched as torchrun does) against one process with the doubled batch.
 
-Each rank draws its own crops, masks and noise from the (seed, step, rank) generator, so the one-process
-reference reproduces the two ranks' draws: it splits its batch of 2B into the two ranks' shards and runs
-each with that rank's generator (`PretrainModule.shard_step`), averaging the results — what DDP's gradient
-all-reduce and our cross-rank mean of the logged scalars compute. The DDP side is the production path,
-unpatched except for a hook that saves each rank's final state.
+Every sample draws its crops, masks and noise from the generator of (seed, step, its position in the global
+batch) (`byon.draws`), so one process with batch 2B draws what the two ranks draw. For MAE (no batch
+statistics) that plain one-process run is the DDP run, up to float rounding. Methods whose loss couples the
+samples of a rank's batch (BatchNorm in a head, I-JEPA's per-batch keep count) are checked against a
+reference that splits its batch of 2B into the two ranks' shards (`PretrainModule.shard_step`), averaging the
+results — what DDP's gradient all-reduce and our cross-rank mean of the logged scalars compute. The DDP side is
+the production path, unpatched except for a hook that saves each rank's final state.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import torch
 from PIL import Image
 
 from byon.data.shards import write_shards
+from byon.draws import SampleDraws, rand
 from byon.engine.module import PretrainModule
 from byon.engine.run import train
 from byon.errors import ByonError
 from byon.methods import METHODS, load_config
-from byon.methods.context import step_generator
 
 pytestmark = pytest.mark.slow
 
@@ -129,18 +131,19 @@ def ddp_runs(tmp_path_factory) -> dict[str, Path]:
     procs = launch(root / "worker.py", [str(root / "jobs.json")])
     try:
         refs = {m: reference_run(m, root / f"ref-{m}") for m in PRESENT}
+        train(load_config(None, overrides("mae", 2 * B)), root / "one-mae")  # plain: one process, batch 2B
     finally:
         wait(procs, timeout=300)
-    return {n: root / n for n in jobs} | {f"ref-{m}": p for m, p in refs.items()}
+    return {n: root / n for n in jobs} | {f"ref-{m}": p for m, p in refs.items()} | {"one-mae": root / "one-mae"}
 
 
 def reference_run(method: str, out: Path) -> Path:
     """One process, batch 2B, each step split into the two ranks' shards (rank r: samples r, r + 2, …, as
-    the loader deals them) with rank r's generator; the outputs are averaged."""
+    the loader deals them), each run as rank r of 2; the outputs are averaged."""
     shard_step = PretrainModule.shard_step
 
-    def two_ranks(self, raw, labels, step, rank):
-        outs = [shard_step(self, raw[r::2], labels[r::2], step, r) for r in range(2)]
+    def two_ranks(self, raw, labels, step, rank, world_size):
+        outs = [shard_step(self, raw[r::2], labels[r::2], step, r, 2) for r in range(2)]
         return {k: (outs[0][k] + outs[1][k]) / 2 for k in outs[0]}
 
     PretrainModule.shard_step = two_ranks
@@ -151,12 +154,21 @@ def reference_run(method: str, out: Path) -> Path:
     return out
 
 
-def test_ranks_draw_differently_and_repeatably():
-    def draws(rank: int) -> torch.Tensor:
-        return torch.rand(8, generator=step_generator(0, 5, rank))
+def test_ranks_draw_their_samples_draws_of_the_one_process_batch():
+    one = rand(SampleDraws(0, 5, range(8)), 8, 3)
+    for rank in (0, 1):  # rank r of 2 holds global positions r, r + 2, …
+        assert torch.equal(rand(SampleDraws(0, 5, range(rank, 8, 2)), 4, 3), one[rank::2])
+    assert not torch.equal(one[0], one[1])
 
-    assert torch.equal(draws(0), draws(0))
-    assert not torch.equal(draws(0), draws(1))
+
+def test_mae_on_two_processes_repeats_one_process_at_the_same_global_batch(ddp_runs):
+    """The per-step losses of a plain one-process run with batch 2B and of two DDP ranks with B each."""
+    a, b = logged(ddp_runs["mae"]), logged(ddp_runs["one-mae"])
+    assert len(a) == len(b) == 4
+    for step, (x, y) in enumerate(zip(a, b)):
+        assert x.keys() == y.keys(), step
+        for k in x:
+            assert x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-7), (step, k)
 
 
 @pytest.mark.parametrize("method", CANDIDATES)

@@ -38,8 +38,8 @@ def config(method: str, model: dict | None = None, **train_extra):
 def nan_loss_at(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> None:
     shard_step = PretrainModule.shard_step
 
-    def patched(self, raw, labels, step, rank):
-        out = shard_step(self, raw, labels, step, rank)
+    def patched(self, raw, labels, step, rank, world_size):
+        out = shard_step(self, raw, labels, step, rank, world_size)
         return out | {"loss": out["loss"] * float("nan")} if step in steps else out
 
     monkeypatch.setattr(PretrainModule, "shard_step", patched)

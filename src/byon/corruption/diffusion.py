@@ -9,6 +9,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from byon.draws import Draw, randint, randn
 from byon.errors import ByonError, unknown
 
 SCHEDULES = ("linear", "cosine")
@@ -56,9 +57,9 @@ class DDPMSchedule(nn.Module):
         self.register_buffer("sqrt_ab", ab.sqrt().float(), persistent=False)
         self.register_buffer("sqrt_1mab", (1 - ab).sqrt().float(), persistent=False)
 
-    def sample_t(self, batch: int, generator: torch.Generator) -> Tensor:
+    def sample_t(self, batch: int, generator: Draw) -> Tensor:
         """Uniform integer timesteps (B,) on the generator's device."""
-        return torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=generator.device)
+        return randint(generator, 0, self.num_timesteps, batch)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor, eta: Tensor | None = None) -> Tensor:
         """x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·η·ε. x0, noise: (B, …); t: (B,) long; eta: (B,) or None (=1)."""
@@ -74,9 +75,10 @@ class DDPMSchedule(nn.Module):
 # --- EDM (Karras et al. 2022), as MaskDiT and N-JEPA use it ---------------------------------------------
 
 
-def edm_sigma(batch: int, generator: torch.Generator, p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
-    """Training noise levels σ = exp(N(p_mean, p_std²)), (B,) on the generator's device."""
-    n = torch.randn(batch, generator=generator, device=generator.device)
+def edm_sigma(batch: int, generator: Draw, p_mean: float = -1.2, p_std: float = 1.2,
+              per_sample: int | None = None) -> Tensor:
+    """Training noise levels σ = exp(N(p_mean, p_std²)), (B,) — or (B, per_sample) — on the generator's device."""
+    n = randn(generator, batch, *(() if per_sample is None else (per_sample,)))
     return (n * p_std + p_mean).exp()
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from byon.draws import Draw, rand
 from byon.errors import ByonError
 
 
@@ -29,12 +30,12 @@ def check_ratio(ratio: float, name: str = "mask_ratio") -> None:
         raise ByonError(f"{name} must be in [0, 1), got {ratio}; e.g. 0.75 masks three patches in four")
 
 
-def random_masking(batch: int, num_tokens: int, ratio: float, generator: torch.Generator | None = None,
+def random_masking(batch: int, num_tokens: int, ratio: float, generator: Draw = None,
                    device: torch.device | str = "cpu") -> TokenMask:
     """Mask `int(N·ratio)`… precisely: keep `int(N·(1−ratio))` tokens per image, chosen uniformly."""
     check_ratio(ratio)
     keep = int(num_tokens * (1 - ratio))
-    noise = torch.rand(batch, num_tokens, generator=generator, device=device)
+    noise = rand(generator, batch, num_tokens, device=device)
     ids_shuffle = torch.argsort(noise, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :keep]
@@ -63,7 +64,7 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
-def block_masking(batch: int, grid: int, block: int, ratio: float, generator: torch.Generator | None = None,
+def block_masking(batch: int, grid: int, block: int, ratio: float, generator: Draw = None,
                   device: torch.device | str = "cpu") -> Tensor:
     """SimMIM's mask generator on a grid × grid token map → (B, grid²) bool, True = masked.
 
@@ -76,7 +77,7 @@ def block_masking(batch: int, grid: int, block: int, ratio: float, generator: to
         raise ByonError(f"mask-patch size must be at least 1 token, got {block}")
     G = -(-grid // block)
     keep = int(G * G * (1 - ratio))
-    noise = torch.rand(batch, G * G, generator=generator, device=device)
+    noise = rand(generator, batch, G * G, device=device)
     rank = noise.argsort(dim=1).argsort(dim=1)  # the patches with the `keep` smallest draws stay visible
     mask = (rank >= keep).view(batch, G, G)
     mask = mask.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)[:, :grid, :grid]

@@ -16,11 +16,13 @@ returned in raster order, so every row keeps the same share (~65%); "raster" rep
 
 Where the masks are made: I-JEPA builds them in the DataLoader's collate step from a generator seeded by a
 shared step counter. Our loader (`data/loader.py`) yields in-memory batches and every draw of a step comes
-from `ctx.generator`, seeded from (seed, step, rank) — so the methods call `sample` at the start of their
-forward, batched on the batch's device. The masks are a function of the generator's state and the batch
-size only (not of the worker, the process, the global RNG or the data); `__call__` is the same thing in
-collate-function form for DataLoader pipelines, given a generator per batch (e.g. `step_generator(seed,
-step, rank)` for the batch's step — one generator shared by forked workers would repeat its masks).
+from `ctx.generator`, one generator per sample keyed to its place in the global batch (`byon.draws`) — so
+the methods call `sample` at the start of their forward, batched on the batch's device. The block sizes are
+drawn once per batch (its `shared` generator), the blocks per image; the masks are a function of the
+generators' states and the batch size only (not of the worker, the process, the global RNG or the data),
+except that the context keep count is the minimum over the local batch. `__call__` is the same thing in
+collate-function form for DataLoader pipelines, given a generator per batch (e.g. `byon.draws.seeded(seed,
+step, 0)` for the batch's step — one generator shared by forked workers would repeat its masks).
 
 Two deliberate departures from the official code, which matter on small grids: block corners are drawn
 from the whole valid range [0, H − h] (the official `randint(0, H − h)` excludes the last row/column, which
@@ -40,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from byon.draws import Draw, draw_device, rand, randint, shared
 from byon.errors import ByonError, unknown
 
 TRUNCATIONS = ("random", "raster")
@@ -123,21 +126,22 @@ class MultiBlockMaskCollator:
         a = aspect[0] + (aspect[1] - aspect[0]) * float(u[1])
         return block_size(self.grid, s, a)
 
-    def _blocks(self, size: tuple[int, int], shape: tuple[int, ...], g: torch.Generator) -> Tensor:
+    def _blocks(self, size: tuple[int, int], shape: tuple[int, ...], g: Draw) -> Tensor:
         """Uniformly placed h×w blocks, one per entry of `shape` → bool (*shape, H·W)."""
         (H, W), (h, w) = self.grid, size
-        dev = g.device
-        top = torch.randint(0, H - h + 1, shape, generator=g, device=dev)
-        left = torch.randint(0, W - w + 1, shape, generator=g, device=dev)
+        dev = draw_device(g)
+        top = randint(g, 0, H - h + 1, *shape, device=dev)
+        left = randint(g, 0, W - w + 1, *shape, device=dev)
         rows, cols = torch.arange(H, device=dev), torch.arange(W, device=dev)
         in_rows = (rows >= top[..., None]) & (rows < top[..., None] + h)  # (*shape, H)
         in_cols = (cols >= left[..., None]) & (cols < left[..., None] + w)  # (*shape, W)
         return (in_rows[..., :, None] & in_cols[..., None, :]).flatten(-2)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> MultiBlockMasks:
+    def sample(self, batch_size: int, generator: Draw) -> MultiBlockMasks:
         """Masks for `batch_size` images, on the generator's device."""
         g, B, M, N = generator, batch_size, self.num_targets, self.grid[0] * self.grid[1]
-        u = torch.rand(4, generator=g, device=g.device).cpu()
+        dev = draw_device(g)
+        u = torch.rand(4, generator=shared(g), device=dev).cpu()  # the batch's block sizes
         t_size = self._draw_size(u[:2], self.target_scale, self.target_aspect)
         c_size = self._draw_size(u[2:], self.context_scale, self.context_aspect)
 
@@ -149,26 +153,26 @@ class MultiBlockMaskCollator:
         levels = 1 if self.allow_overlap else M + 1
         cand = self._blocks(c_size, (B, levels, self.tries), g)  # (B, L, R, N)
         if self.allow_overlap:
-            allowed = torch.ones(B, 1, N, dtype=torch.bool, device=g.device)
+            allowed = torch.ones(B, 1, N, dtype=torch.bool, device=dev)
         else:
             union = torch.cat([torch.zeros_like(target[:, :1]), target.cumsum(1, dtype=torch.int32).bool()], 1)
             allowed = ~union.flip(1)  # level l: none of the first M − l targets → (B, M + 1, N)
         kept = cand & allowed[:, :, None]
         ok = (kept.sum(-1) > self.min_keep).flatten(1)  # (B, L·R), the last level always succeeds
         first = ok.to(torch.uint8).argmax(1)  # the first success in (level, try) order, as the official loop
-        context = kept.flatten(1, 2)[torch.arange(B, device=g.device), first]  # (B, N)
+        context = kept.flatten(1, 2)[torch.arange(B, device=dev), first]  # (B, N)
         relaxed = first // self.tries if not self.allow_overlap else torch.zeros_like(first)
 
         # equal keep counts: k = the batch minimum of each image's context tokens
         k = int(context.sum(1).min())
         if self.truncate == "random":  # a uniform k-subset of each context (keys > 1 sort non-context last)
-            keys = torch.rand(B, N, generator=g, device=g.device).masked_fill(~context, 2.0)
+            keys = rand(g, B, N, device=dev).masked_fill(~context, 2.0)
             ids = keys.argsort(1)[:, :k].sort(1).values
         else:  # the official rule: the first k context indices in raster order
             ids = torch.sort((~context).to(torch.uint8), dim=1, stable=True).indices[:, :k]
         return MultiBlockMasks(context=ids, targets=targets, relaxed=relaxed, context_mask=context)
 
-    def __call__(self, samples: Sequence[Any], generator: torch.Generator) -> tuple[Any, MultiBlockMasks]:
+    def __call__(self, samples: Sequence[Any], generator: Draw) -> tuple[Any, MultiBlockMasks]:
         return torch.utils.data.default_collate(samples), self.sample(len(samples), generator)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from byon.draws import Draw, rand, randn
 from byon.errors import unknown
 
 SALIENCY_SCALES = ("sqrt", "none")
@@ -51,7 +52,7 @@ class IANOutput:
     s_tilde: Tensor
 
 
-def ian(S: Tensor, generator: torch.Generator, lambda_ian: float = 0.1, delta: float = 1.25,
+def ian(S: Tensor, generator: Draw, lambda_ian: float = 0.1, delta: float = 1.25,
         t_min: float = 0.0, t_max: float = 1.0, num_timesteps: int = 1000, delta_eta: float = 0.8,
         perturb: float = 0.5, eta_stat: str = "mean") -> IANOutput:
     """Per-image timestep and noise scale from token saliency S: (B, N).
@@ -64,13 +65,13 @@ def ian(S: Tensor, generator: torch.Generator, lambda_ian: float = 0.1, delta: f
     if eta_stat not in IAN_ETAS:
         raise unknown("IAN eta statistic", eta_stat, IAN_ETAS)
     B, N = S.shape
-    dev = generator.device
-    s_tilde = S.float() + torch.rand(B, N, generator=generator, device=dev) * perturb
+    dev = S.device
+    s_tilde = S.float() + rand(generator, B, N, device=dev) * perturb
     y = (s_tilde > delta).float().mean(dim=1)
-    d = torch.rand(B, generator=generator, device=dev)
+    d = rand(generator, B, device=dev)
     tau = (lambda_ian * y + d).clamp(t_min, t_max)
     t = torch.round(tau * (num_timesteps - 1)).long()
-    n = torch.randn(B, N, generator=generator, device=dev)
+    n = randn(generator, B, N, device=dev)
     stat = s_tilde.mean(dim=1)
     if eta_stat == "spread":
         stat = stat + s_tilde.std(dim=1, unbiased=False)

@@ -1,7 +1,8 @@
 """Batched image augmentation on tensors, on the batch's device.
 
 Every random draw uses the explicit `generator` (CPU or CUDA, matching the batch's device), so a view
-depends only on the generator's state; no per-image Python loops.
+depends only on the generator's state; in training it is a `byon.draws.SampleDraws`, so each image's draws
+depend only on its position in the global batch. The image operations have no per-image Python loops.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from byon.config import DataConfig
+from byon.draws import Draw, rand
 from byon.errors import ByonError
 
 LUMA = (0.299, 0.587, 0.114)
@@ -30,9 +32,9 @@ def _channel_vec(values: Sequence[float] | Tensor, x: Tensor, what: str) -> Tens
     return torch.tensor(list(values), dtype=torch.float32, device=x.device).view(-1, 1, 1)
 
 
-def _rand(x: Tensor, generator: torch.Generator | None, n: int | None = None) -> Tensor:
-    """(n,) uniform [0, 1) float32 on x's device (n defaults to the batch size)."""
-    return torch.rand(x.shape[0] if n is None else n, device=x.device, generator=generator)
+def _rand(x: Tensor, generator: Draw, k: int | None = None) -> Tensor:
+    """(B,) uniform [0, 1) float32 on x's device, or (B, k); per sample (`byon.draws`)."""
+    return rand(generator, x.shape[0], *(() if k is None else (k,)), device=x.device)
 
 
 def _per_image(v: Tensor) -> Tensor:
@@ -52,7 +54,7 @@ def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tenso
 
 
 def random_resized_crop(x: Tensor, scale: tuple[float, float] = (0.6, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3), generator: torch.Generator | None = None,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), generator: Draw = None,
                         out_size: int | tuple[int, int] | None = None) -> Tensor:
     """Float (B, C, H, W) → (B, C, h, w) (out_size, default H×W). Per image: area fraction ~ U(scale),
     aspect w/h log-uniform in ratio (like torchvision), crop sides clamped to the image, position uniform;
@@ -61,7 +63,7 @@ def random_resized_crop(x: Tensor, scale: tuple[float, float] = (0.6, 1.0),
         raise ByonError(f"random_resized_crop needs float images, got {x.dtype}; normalise them first")
     b, _, h, w = x.shape
     oh, ow = (h, w) if out_size is None else (out_size, out_size) if isinstance(out_size, int) else out_size
-    u = torch.rand(b, 4, device=x.device, generator=generator, dtype=torch.float32)
+    u = rand(generator, b, 4, device=x.device, dtype=torch.float32)
     area = (scale[0] + (scale[1] - scale[0]) * u[:, 0]) * (h * w)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
@@ -81,19 +83,19 @@ def random_resized_crop(x: Tensor, scale: tuple[float, float] = (0.6, 1.0),
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def hflip(x: Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
+def hflip(x: Tensor, p: float = 0.5, generator: Draw = None) -> Tensor:
     """(B, C, H, W), any dtype: each image mirrored left-right with probability p."""
     flip = _rand(x, generator) < p
     return torch.where(_per_image(flip), x.flip(-1), x)
 
 
 def gaussian_blur(x: Tensor, sigma_range: tuple[float, float] = (0.1, 2.0), p: float = 0.5,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: Draw = None) -> Tensor:
     """Float (B, C, H, W): with probability p per image, a separable Gaussian blur with sigma ~ U(range)
     (kernel radius ⌈3·sigma_max⌉, reflect padding)."""
     b, c, h, w = x.shape
-    u = _rand(x, generator, 2 * b)
-    apply, sigma = u[:b] < p, sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[b:]
+    u = _rand(x, generator, 2)
+    apply, sigma = u[:, 0] < p, sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[:, 1]
     radius = max(1, min(math.ceil(3 * sigma_range[1]), h - 1, w - 1))
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
     k = torch.exp(-0.5 * (t / sigma.view(-1, 1)) ** 2)
@@ -104,7 +106,7 @@ def gaussian_blur(x: Tensor, sigma_range: tuple[float, float] = (0.1, 2.0), p: f
     return torch.where(_per_image(apply), y.view(b, c, h, w), x)
 
 
-def solarize(x: Tensor, p: float = 0.2, generator: torch.Generator | None = None,
+def solarize(x: Tensor, p: float = 0.2, generator: Draw = None,
              threshold: float = 0.5) -> Tensor:
     """[0, 1] float (B, C, H, W): with probability p per image, pixels ≥ threshold become 1 − x."""
     apply = _per_image(_rand(x, generator) < p)
@@ -119,12 +121,11 @@ def _gray(x: Tensor) -> Tensor:
 
 
 def color_jitter(x: Tensor, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.2,
-                 p: float = 0.8, generator: torch.Generator | None = None) -> Tensor:
+                 p: float = 0.8, generator: Draw = None) -> Tensor:
     """[0, 1] float (B, C, H, W): with probability p per image, brightness, contrast and saturation
     factors ~ U(1 − s, 1 + s) applied in that order (clamped to [0, 1] after each, like torchvision);
     saturation is the identity for 1-channel images."""
-    b = x.shape[0]
-    u = _rand(x, generator, 4 * b).view(4, b)
+    u = _rand(x, generator, 4).T
     factor = lambda strength, v: _per_image(1 + strength * (2 * v - 1)).to(x.dtype)
     y = (x * factor(brightness, u[1])).clamp(0, 1)
     m = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
@@ -135,14 +136,14 @@ def color_jitter(x: Tensor, brightness: float = 0.4, contrast: float = 0.4, satu
     return torch.where(_per_image(u[0] < p), y, x)
 
 
-def random_grayscale(x: Tensor, p: float = 0.2, generator: torch.Generator | None = None) -> Tensor:
+def random_grayscale(x: Tensor, p: float = 0.2, generator: Draw = None) -> Tensor:
     """[0, 1] float (B, C, H, W): with probability p per image, every channel replaced by the luma."""
     apply = _per_image(_rand(x, generator) < p)
     return torch.where(apply, _gray(x).expand_as(x), x)
 
 
 def augment(x: Tensor, cfg: DataConfig, mean: Sequence[float], std: Sequence[float],
-            generator: torch.Generator | None = None, out_size: int | None = None, crop: bool = True) -> Tensor:
+            generator: Draw = None, out_size: int | None = None, crop: bool = True) -> Tensor:
     """The default pretraining view: uint8 (B, C, H, W) → random resized crop (cfg.crop_scale,
     cfg.crop_ratio) → horizontal flip (when cfg.hflip) → normalised float32 (B, C, out, out). crop=False: the
     images were cropped when decoded (streamed data), so only the flip and the normalisation remain."""

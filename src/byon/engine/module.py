@@ -14,11 +14,12 @@ from torch import Tensor
 from byon.config import RunConfig
 from byon.data import DataInfo
 from byon.data.stream import StreamLoader
+from byon.draws import SampleDraws
 from byon.engine.guard import NonFiniteGuard
 from byon.engine.loader import RunLoader
 from byon.engine.optim import cosine_schedule, param_groups, warmup_cosine
 from byon.methods.base import Method
-from byon.methods.context import step_context, step_generator
+from byon.methods.context import step_context
 from byon.nn.ema import ema_update
 from byon.provenance import run_metadata
 
@@ -94,7 +95,7 @@ class PretrainModule(L.LightningModule):
         step = self.global_step
         lr = self._apply_schedules(step)
         self.guard.snapshot(self.method)
-        out = self.shard_step(raw, labels, step, self.global_rank)
+        out = self.shard_step(raw, labels, step, self.global_rank, self.trainer.world_size)
         loss = out["loss"]
         self._step_out = {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
         if self._is_log_step(step):
@@ -104,11 +105,14 @@ class PretrainModule(L.LightningModule):
         # all-reduce), so the skip decision is taken after it, in `on_before_optimizer_step`.
         return loss
 
-    def shard_step(self, raw: Tensor, labels: Tensor, step: int, rank: int) -> dict[str, Tensor]:
+    def shard_step(self, raw: Tensor, labels: Tensor, step: int, rank: int, world_size: int) -> dict[str, Tensor]:
         """One rank's part of a step: augment its shard (uint8 (B, C, H, W), on the training device) and run
-        the method. Every draw comes from the (seed, step, rank) generator: ranks draw different crops, masks
-        and noise, and a rerun or a resume draws the same ones again."""
-        g = step_generator(self.cfg.train.seed, step, rank, raw.device)
+        the method. The loader deals the global batch round-robin, so local sample i sits at global position
+        i·world_size + rank; every draw of sample i comes from the (seed, step, that position) generator
+        (`byon.draws.SampleDraws`): 1 or N processes draw the same crops, masks and noise for the same image,
+        and a rerun or a resume draws them again."""
+        positions = range(rank, raw.shape[0] * world_size, world_size)
+        g = SampleDraws(self.cfg.train.seed, step, positions, raw.device)
         # streamed batches were random-resized-cropped when decoded (`StreamLoader.decode_crop`)
         ctx = step_context(self.cfg.data, self._mean, self._std, g, step, self.current_epoch, self.total_steps,
                            crop=not getattr(self.loader, "decode_crop", False))

@@ -27,6 +27,7 @@ from byon.config import RunConfig, save_config
 from byon.data import DataInfo, ImageData, channel_stats, data_info, load_dataset
 from byon.data.datasets import STREAMABLE, narrow, open_split, plan_storage
 from byon.data.stream import DEFAULT_SIZE, STATS_IMAGES, StreamData, StreamLoader
+from byon.draws import SampleDraws
 from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
 from byon.engine.loader import RunLoader
 from byon.engine.logging import ResumableCSVLogger
@@ -36,7 +37,7 @@ from byon.engine.runlock import RunLock, check_out, launch_leader
 from byon.errors import ByonError, Interrupted
 from byon.methods import build_method
 from byon.methods.base import Method
-from byon.methods.context import step_context, step_generator
+from byon.methods.context import step_context
 from byon.nn.vit import EncoderShape
 from byon.provenance import git_dirty, hardware, run_metadata
 from byon.rundir import (
@@ -88,7 +89,7 @@ def flops_per_image(method: Method, info: DataInfo, cfg: RunConfig, batch: int =
     """Training FLOPs (forward + backward) per image, counted by torch.utils.flop_counter on one step."""
     raw = torch.randint(0, 256, (batch, info.in_chans, info.img_size, info.img_size), dtype=torch.uint8)
     images = (raw.float() / 255 - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
-    ctx = step_context(cfg.data, info.mean, info.std, step_generator(0, 0, 0))
+    ctx = step_context(cfg.data, info.mean, info.std, SampleDraws(0, 0, range(batch)))
     inputs = {"raw": raw, "label": torch.zeros(batch, dtype=torch.long)} | ({"image": images} if method.augment_batch
                                                                             else {})
     method = copy.deepcopy(method).train()  # a copy: BN statistics and grads of the real one stay untouched

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from byon.data import DataInfo
 from byon.data.transforms import color_jitter, gaussian_blur, hflip, random_grayscale, random_resized_crop, solarize
+from byon.draws import Draw
 from byon.errors import ByonError, unknown
 from byon.losses import bootstrap_cosine
 from byon.methods.base import BootstrapTeacher
@@ -93,7 +94,7 @@ class BYOL(BootstrapTeacher):
         self.blur_sigma = cfg.blur_sigma or (0.1 * shape.img_size / 224, 2.0 * shape.img_size / 224)
 
     # --- 1. two views ----------------------------------------------------------------------------
-    def view(self, raw: Tensor, i: int, g: torch.Generator) -> Tensor:
+    def view(self, raw: Tensor, i: int, g: Draw) -> Tensor:
         """uint8 (B, C, H, W) → view i ∈ {0, 1}: BYOL's pipeline, normalised float (B, C, H, W)."""
         cfg = self.cfg
         v = random_resized_crop(raw.float() / 255, tuple(cfg.crop_scale), tuple(cfg.crop_ratio), g)
@@ -107,7 +108,7 @@ class BYOL(BootstrapTeacher):
         std = torch.tensor(self.info.std, device=v.device).view(-1, 1, 1)
         return (v - mean) / std
 
-    def views(self, raw: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    def views(self, raw: Tensor, g: Draw) -> tuple[Tensor, Tensor]:
         return self.view(raw, 0, g), self.view(raw, 1, g)
 
     # --- the step --------------------------------------------------------------------------------

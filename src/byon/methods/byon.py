@@ -19,6 +19,7 @@ from byon.corruption.masking import TokenMask, check_ratio, random_masking
 from byon.corruption.patches import denorm_pix, norm_pix, patchify, unpatchify
 from byon.corruption.saliency import IAN_ETAS, SALIENCY_SCALES, IANOutput, ian, token_saliency
 from byon.data import DataInfo
+from byon.draws import Draw, randn
 from byon.errors import ByonError, unknown
 from byon.losses import SUE_SIGNS, bootstrap_cosine, masked_mse, sue_weight
 from byon.methods.base import BootstrapTeacher
@@ -138,7 +139,7 @@ class BYON(BootstrapTeacher):
         self.init_bootstrap(cfg.proj_hidden, cfg.proj_dim, cfg.ema_base, cfg.ema_end, enabled=cfg.contrastive)
 
     # --- 1. corrupt ------------------------------------------------------------------------------
-    def corrupt(self, images: Tensor, g: torch.Generator) -> Corruption:
+    def corrupt(self, images: Tensor, g: Draw) -> Corruption:
         """images: (B, C, H, W) dataset-normalised → the corrupted source view (eq. 9)."""
         cfg, B = self.cfg, images.shape[0]
         x = patchify(images, self.shape.patch_size)  # (B, N, P)
@@ -155,7 +156,7 @@ class BYON(BootstrapTeacher):
             t, eta = out.t, out.eta
         else:
             t, eta = self.diffusion.sample_t(B, g), torch.ones(B, device=x.device)
-        eps = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+        eps = randn(g, *x.shape, device=x.device, dtype=x.dtype)
         x_t = torch.where(m.mask.unsqueeze(-1), x, self.diffusion.q_sample(x, t, eps, eta))
         return Corruption(x, m, x_t, eps, t, eta, out)
 

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from byon.config import DataConfig
 from byon.data.transforms import augment as augment_view
+from byon.draws import Draw, seeded
 
 
 def _no_augment(raw: Tensor) -> Tensor:
@@ -19,13 +20,15 @@ def _no_augment(raw: Tensor) -> Tensor:
 
 @dataclass
 class StepContext:
-    """generator: seeded from (seed, global step, rank) on the batch's device — every random draw of a
-    corruption uses it, so runs repeat exactly and resume needs no RNG state.
+    """generator: the step's draws on the batch's device — in training a `byon.draws.SampleDraws`, one
+    generator per sample seeded from (seed, global step, the sample's position in the global batch), so runs
+    repeat exactly, resume needs no RNG state, and 1 or N processes draw the same; a plain `torch.Generator`
+    works too (tests, eval). Corruptions draw through `byon.draws.rand`/`randn`/`randint`.
     progress: fraction of training done, in [0, 1].
     augment: the run's augmentation (data.crop_*, data.hflip), uint8 (B, C, H, W) → normalised float view,
     drawing from `generator`; a method that needs views of its own draws them with it."""
 
-    generator: torch.Generator
+    generator: Draw
     step: int = 0
     epoch: int = 0
     progress: float = 0.0
@@ -34,7 +37,7 @@ class StepContext:
 
 
 def step_context(data: DataConfig, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor,
-                 generator: torch.Generator, step: int = 0, epoch: int = 0, total_steps: int = 1,
+                 generator: Draw, step: int = 0, epoch: int = 0, total_steps: int = 1,
                  crop: bool = True) -> StepContext:
     """The context of step `step` of `total_steps`, its `augment` the run's (`data`, normalised by mean/std);
     crop=False when the batch was random-resized-cropped as it was decoded (streamed data)."""
@@ -44,8 +47,6 @@ def step_context(data: DataConfig, mean: Sequence[float] | Tensor, std: Sequence
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator whose stream depends only on (seed, step, rank)."""
-    g = torch.Generator(device=device)
-    # Large odd multipliers keep (seed, step, rank) triples from colliding.
-    g.manual_seed((seed * 1_000_003 + step * 7_919 + rank * 104_729 + 12_345) % (2**63 - 1))
-    return g
+    """A generator whose stream depends only on (seed, step, rank) (`byon.draws.seeded`); fine-tuning's
+    one-process steps draw from it."""
+    return seeded(seed, step, rank, device)

@@ -37,6 +37,7 @@ from byon.corruption.diffusion import DDPMSchedule, edm_precondition, edm_sigma,
 from byon.corruption.patches import patchify, unpatchify
 from byon.corruption.samplers import ddim_sample, heun_sample
 from byon.data import DataInfo
+from byon.draws import randn
 from byon.errors import ByonError, unknown
 from byon.losses import token_mse
 from byon.methods.base import Method
@@ -135,7 +136,7 @@ class DDAE(Method):
         cfg, g, p = self.cfg, ctx.generator, self.shape.patch_size
         x0 = cfg.sigma_data * batch["image"]  # (B, C, H, W) at the schedules' data scale
         B = x0.shape[0]
-        eps = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
+        eps = randn(g, *x0.shape, device=x0.device, dtype=x0.dtype)
         if cfg.objective == "ddpm":
             # corrupt at t ~ U{0 … T−1}; predict ε
             t = self.diffusion.sample_t(B, g)

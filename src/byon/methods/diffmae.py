@@ -27,6 +27,7 @@ from byon.corruption.diffusion import SCHEDULES, DDPMSchedule
 from byon.corruption.masking import TokenMask, check_ratio, random_masking
 from byon.corruption.patches import denorm_pix, masked_panels, norm_pix, patchify
 from byon.data import DataInfo
+from byon.draws import Draw, randn
 from byon.errors import ByonError, unknown
 from byon.losses import masked_mse
 from byon.methods.base import Method
@@ -75,7 +76,7 @@ class DiffMAE(Method):
             depth=cfg.decoder_depth, num_heads=cfg.decoder_heads or shape.num_heads, mlp_ratio=shape.mlp_ratio,
             attention=cfg.decoder)
 
-    def denoise(self, images: Tensor, g: torch.Generator, t: int | None = None
+    def denoise(self, images: Tensor, g: Draw, t: int | None = None
                 ) -> tuple[Tensor, Tensor, Tensor, TokenMask, Tensor]:
         """Steps 1–3 on dataset-normalised images (B, C, H, W), at one random t per image (or the given t) →
         (x̂0 (B, N, P), x0 the target patches, x_t their noised copy (B, N, P), the mask, t (B,))."""
@@ -87,7 +88,7 @@ class DiffMAE(Method):
         if self.cfg.norm_pix:
             x0 = norm_pix(x0)
         t = self.diffusion.sample_t(B, g) if t is None else torch.full((B,), t, device=images.device)
-        eps = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
+        eps = randn(g, *x0.shape, device=x0.device, dtype=x0.dtype)
         x_t = self.diffusion.q_sample(x0, t, eps)  # only the masked positions reach the decoder
 
         # 2. encode the clean visible patches (+ CLS)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from byon.corruption.masking import check_ratio, random_masking
 from byon.corruption.patches import masked_panels, patchify, unpatchify
 from byon.data import DataInfo
+from byon.draws import Draw, rand, randn
 from byon.errors import ByonError, unknown
 from byon.losses import disruption_loss, masked_l1, masked_mse
 from byon.methods.base import Method
@@ -98,15 +99,15 @@ class FeatureNoiseMIM(Method):
         # the blocks that run after the injection point: the disruption loss reads their attention
         self.after = list(range(0 if cfg.inject == "pixel" else cfg.inject, shape.depth))
 
-    def corrupt(self, B: int, g: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    def corrupt(self, B: int, g: Draw, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         """→ masked (B, N) bool, noised (B, N) bool (disjoint), σ (B,)."""
         m = random_masking(B, self.shape.num_patches, self.cfg.mask_ratio, g, device)
         noised = torch.zeros_like(m.mask).scatter(1, m.ids_keep[:, :self.num_noised], True)  # ids_keep is shuffled
         lo, hi = self.cfg.sigma
-        sigma = lo + (hi - lo) * torch.rand(B, generator=g, device=device)
+        sigma = lo + (hi - lo) * rand(g, B, device=device)
         return m.mask, noised, sigma
 
-    def predict(self, images: Tensor, g: torch.Generator) -> dict[str, Tensor | list[Tensor]]:
+    def predict(self, images: Tensor, g: Draw) -> dict[str, Tensor | list[Tensor]]:
         """Steps 1–3 on dataset-normalised images (B, C, H, W) → {"pred": (B, N, P) every patch's pixels,
         "masked", "noised": (B, N) bool, "sigma": (B,), "seq": (masked, noised) over the encoder's (B, 1 + N)
         sequence, "attn": the attention of the blocks after the injection (empty without the disruption loss),
@@ -120,13 +121,13 @@ class FeatureNoiseMIM(Method):
         noised_seq, masked_seq = torch.cat([cls_slot, noised], dim=1), torch.cat([cls_slot, masked], dim=1)
         hooks, shown = {}, x
         if cfg.inject == "pixel":
-            eps = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+            eps = randn(g, *x.shape, device=x.device, dtype=x.dtype)
             shown = feature_noise(x, noised, sigma, eps)
             tokens = self.encoder.embed(unpatchify(shown, p, self.shape.in_chans), mask=masked,
                                         mask_token=self.mask_token)
         else:
             tokens = self.encoder.embed(images, mask=masked, mask_token=self.mask_token)  # (B, 1 + N, D)
-            eps = torch.randn(tokens.shape, generator=g, device=x.device, dtype=tokens.dtype)
+            eps = randn(g, *tokens.shape, device=x.device, dtype=tokens.dtype)
             if cfg.inject == 0:
                 tokens = feature_noise(tokens, noised_seq, sigma, eps)
             else:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from byon.corruption.multiblock import TRUNCATIONS, MultiBlockMaskCollator, MultiBlockMasks, gather_blocks
 from byon.data import DataInfo
+from byon.draws import Draw
 from byon.errors import ByonError, unknown
 from byon.methods.base import Method
 from byon.methods.context import StepContext
@@ -99,7 +100,7 @@ class IJEPA(Method):
         return JEPAPredictor(s.embed_dim, s.num_patches, dim, depth, heads, s.mlp_ratio, mask_token=mask_token)
 
     # --- 1. corrupt: multi-block masks -----------------------------------------------------------
-    def sample_masks(self, batch_size: int, g: torch.Generator) -> MultiBlockMasks:
+    def sample_masks(self, batch_size: int, g: Draw) -> MultiBlockMasks:
         return self.masks.sample(batch_size, g)
 
     # --- 2. encode the context -------------------------------------------------------------------

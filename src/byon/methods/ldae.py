@@ -30,6 +30,7 @@ from byon.corruption.patches import patchify, unpatchify
 from byon.corruption.pca import PatchPCA, default_latent_dim
 from byon.data import DataInfo
 from byon.data.imagedata import ImageData
+from byon.draws import Draw, draw_device, rand, randn
 from byon.errors import ByonError, unknown
 from byon.losses.pca_weighted import component_weights, pca_weighted_mse
 from byon.methods.base import Method
@@ -112,21 +113,21 @@ class LDAE(Method):
                                 max_images=self.cfg.pca_images)
 
     # --- 1. corrupt ------------------------------------------------------------------------------
-    def sample_sigma(self, B: int, g: torch.Generator) -> Tensor:
+    def sample_sigma(self, B: int, g: Draw) -> Tensor:
         if not self.cfg.multi_level:
-            return torch.full((B,), self.cfg.sigma_single, device=g.device)
-        return torch.rand(B, generator=g, device=g.device) * self.cfg.sigma_max
+            return torch.full((B,), self.cfg.sigma_single, device=draw_device(g))
+        return rand(g, B) * self.cfg.sigma_max
 
     def timestep(self, sigma: Tensor) -> Tensor:
         """σ → t on the 1000-step scale the conditioning was designed for."""
         return sigma * (1000.0 / self.cfg.sigma_max)
 
-    def corrupt(self, x: Tensor, sigma: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    def corrupt(self, x: Tensor, sigma: Tensor, g: Draw) -> tuple[Tensor, Tensor]:
         """Clean patches x (B, N, P), σ (B,) → (network input x_t = μ + V_dᵀ(z_d + σ·ε) (B, N, P),
         the noise it carries in image space V_dᵀ·ε (B, N, P))."""
         d = self.latent_dim
         z = self.pca.encode(x)[..., :d]  # (B, N, d)
-        eps = torch.randn(z.shape, generator=g, device=z.device, dtype=z.dtype)
+        eps = randn(g, *z.shape, device=z.device, dtype=z.dtype)
         x_t = self.pca.decode(z + sigma[:, None, None].to(z.dtype) * eps)
         return x_t, self.pca.decode(eps) - self.pca.mean
 

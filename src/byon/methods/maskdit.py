@@ -36,6 +36,7 @@ from byon.corruption.diffusion import edm_precondition, edm_sigma, edm_weight
 from byon.corruption.masking import TokenMask, check_ratio, masked_mean, random_masking
 from byon.corruption.patches import masked_panels, norm_pix, patchify, unpatchify
 from byon.data import DataInfo
+from byon.draws import Draw, randn
 from byon.errors import ByonError, unknown
 from byon.losses import masked_mse, token_mse
 from byon.methods.base import Method
@@ -101,7 +102,7 @@ class MaskDiT(Method):
         tokens = self.encoder.embed(images, ids_keep=ids_keep)
         return forward_modulated(self.encoder, tokens, self.modulation, self.t_embed(c_noise))
 
-    def denoise(self, images: Tensor, g: torch.Generator, sigma: float | None = None
+    def denoise(self, images: Tensor, g: Draw, sigma: float | None = None
                 ) -> tuple[Tensor, Tensor, Tensor, TokenMask, Tensor]:
         """Steps 1–3 on dataset-normalised images (B, C, H, W), at σ ~ exp(N(P_mean, P_std²)) per image (or the
         given σ) → (D(x) (B, N, P), y the clean and x the noisy patches (B, N, P) at EDM's scale, the mask, σ)."""
@@ -112,7 +113,7 @@ class MaskDiT(Method):
         # 1. corrupt: σ per image, x = y + n; keep half of the tokens
         sigma = (edm_sigma(B, g, cfg.p_mean, cfg.p_std) if sigma is None else
                  torch.full((B,), sigma, device=y.device)).to(y.dtype)
-        n = torch.randn(y.shape, generator=g, device=y.device, dtype=y.dtype) * sigma[:, None, None]
+        n = randn(g, *y.shape, device=y.device, dtype=y.dtype) * sigma[:, None, None]
         x = y + n
         m = random_masking(B, self.shape.num_patches, cfg.mask_ratio, g, y.device)
         c_skip, c_out, c_in, c_noise = (c[:, None, None] for c in self.precondition(sigma))

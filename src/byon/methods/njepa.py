@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from byon.corruption.diffusion import edm_sigma
 from byon.data import DataInfo
+from byon.draws import Draw, randn
 from byon.errors import ByonError, unknown
 from byon.methods.context import StepContext
 from byon.methods.ijepa import IJEPA, IJEPAConfig
@@ -76,15 +77,15 @@ class NJEPA(IJEPA):
             nn.init.normal_(self.noisy_mask_token, std=0.02)
 
     # --- the noise -------------------------------------------------------------------------------
-    def position_noise(self, B: int, M: int, K: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    def position_noise(self, B: int, M: int, K: int, g: Draw) -> tuple[Tensor, Tensor]:
         """σ (B, M) — one per target block (multi-level) or repeated over an image's blocks (single) — and
         the noise σ·ε (B, M, K, Dp) for the noisy predictor's target positions, ε independent everywhere."""
         cfg = self.cfg
         if cfg.noise == "multi":
-            sigma = edm_sigma(B * M, g, cfg.p_mean, cfg.p_std).view(B, M)
+            sigma = edm_sigma(B, g, cfg.p_mean, cfg.p_std, per_sample=M)
         else:
             sigma = edm_sigma(B, g, cfg.p_mean, cfg.p_std).view(B, 1).expand(B, M)
-        eps = torch.randn(B, M, K, self.predictor.dim, generator=g, device=g.device)
+        eps = randn(g, B, M, K, self.predictor.dim)
         return sigma, sigma[..., None, None] * eps
 
     def noisy_predict(self, z: Tensor, context_ids: Tensor, target_ids: Tensor, pos_noise: Tensor) -> Tensor:
