@@ -48,7 +48,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     if a.config and "method" not in overrides and "method" not in load_yaml(a.config):
         overrides["method"] = "byon"
     cfg = load_config(a.config, overrides, sets=a.set or [])
-    out = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite)
+    out = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite, per_core=a.own_command_line)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
         summary = json.loads((out / "summary.json").read_text())
         ips = summary["images_per_s"]
@@ -357,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--model", help="encoder preset: vit-micro, vit-tiny, vit-small, vit-base")
     t.add_argument("--seed", type=int)
-    t.add_argument("--devices")
+    t.add_argument("--devices", help="devices (processes) to train on; default auto: on a multi-core CPU one DDP "
+                                     "process per core, 1 thread each, splitting the batch; otherwise 1")
     t.add_argument("--num-nodes", type=int)
     t.add_argument("--strategy")
     t.add_argument("--accelerator")
@@ -587,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # only a command read from the process's own command line may start more processes: Lightning starts them
+    # by re-running that command line (a test or script calling main([...]) would be re-run whole)
+    args.own_command_line = argv is None
     try:
         if getattr(args, "trust_checkpoint", False):
             from byon.rundir import trust_checkpoints

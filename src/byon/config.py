@@ -129,11 +129,11 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 8
-    batch_size: int = 256  # per device
+    batch_size: int = 256  # per device; with devices=auto on a multi-core CPU: the global batch, split over them
     seed: int = 0
     max_steps: int | None = None  # stop early (tests, smoke runs)
     accelerator: str = "auto"  # auto | cpu | gpu
-    devices: int | str = 1
+    devices: int | str = "auto"  # auto: 1, but under `byon pretrain` on a multi-core CPU one process per core
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp | ... (Lightning strategy names)
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true on CPU

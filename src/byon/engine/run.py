@@ -33,6 +33,7 @@ from byon.engine.loader import RunLoader
 from byon.engine.logging import ResumableCSVLogger
 from byon.engine.module import PretrainModule
 from byon.engine.monitor import online_monitor
+from byon.engine.processes import ProcessPlan, plan_processes
 from byon.engine.runlock import RunLock, check_out, launch_leader
 from byon.errors import ByonError, Interrupted
 from byon.methods import build_method
@@ -101,20 +102,23 @@ def flops_per_image(method: Method, info: DataInfo, cfg: RunConfig, batch: int =
 
 
 def train(cfg: RunConfig, out: str | Path, resume: str | None = None, callbacks: tuple = (),
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, per_core: bool = False) -> Path:
     """Pretrain `cfg.method` into run directory `out`; returns it. `callbacks`: extra Lightning callbacks
     (e.g. the speed benchmark's step timer). A fresh run needs `out` empty or absent, or `overwrite` (its
     contents are deleted once the run is set up); `resume` ('auto' or a checkpoint path) continues one. The run
-    holds `out`'s lock (`engine.runlock`) while it trains."""
+    holds `out`'s lock (`engine.runlock`) while it trains. `per_core`: `train.devices: auto` on a multi-core CPU
+    starts one DDP process per core (`engine.processes`; `byon pretrain` asks for it, as Lightning re-runs the
+    command line for the other processes)."""
     lock = RunLock(Path(out))
     try:
-        return _train(cfg, Path(out), resume, callbacks, overwrite, lock)
+        return _train(cfg, Path(out), resume, callbacks, overwrite, lock, per_core)
     finally:
         lock.release()
 
 
-def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overwrite: bool, lock: RunLock) -> Path:
-    run = build(cfg, out, resume, callbacks, overwrite, lock)
+def _train(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overwrite: bool, lock: RunLock,
+           per_core: bool) -> Path:
+    run = build(cfg, out, resume, callbacks, overwrite, lock, per_core)
     wall, stopped = fit(run)
     summarise(run, wall, stopped)
     if stopped:
@@ -147,9 +151,12 @@ class Run:
     started: dict[str, Any]  # the code the process runs: commit, dirty, version, torch
 
 
-def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overwrite: bool, lock: RunLock) -> Run:
+def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overwrite: bool, lock: RunLock,
+          per_core: bool = False) -> Run:
     """Data, method (fitted data state or the resumed buffers), Lightning module, trainer and the run directory
-    (checked, locked, config.yaml written)."""
+    (checked, locked, config.yaml written). `train.devices: auto` is resolved first (`engine.processes`), and
+    the run's config holds what it resolved to."""
+    cfg = with_plan(cfg, plan_processes(cfg.train, per_core))
     leader = launch_leader()
     if leader:
         check_out(out, resume, overwrite)
@@ -256,6 +263,16 @@ def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overw
                                         if k in ("version", "commit", "torch")}
     return Run(cfg, out, data, method, shape, module, trainer, ckpt_cb, ckpt_path, resume_step, spoilt_last,
                precision, global_batch, lr, flops, started)
+
+
+def with_plan(cfg: RunConfig, plan: ProcessPlan) -> RunConfig:
+    """A copy of `cfg` with `train.devices: auto` resolved as `plan` says (announced on the run's first line)."""
+    if plan.line:
+        rank_zero_info(plan.line)
+    cfg = copy.deepcopy(cfg)
+    t = cfg.train
+    t.devices, t.strategy, t.num_threads, t.batch_size = plan.devices, plan.strategy, plan.num_threads, plan.batch_size
+    return cfg
 
 
 def fit(run: Run) -> tuple[float, int | None]:
