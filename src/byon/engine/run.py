@@ -29,6 +29,7 @@ from byon.data.datasets import STREAMABLE, narrow, open_split, plan_storage
 from byon.data.stream import DEFAULT_SIZE, STATS_IMAGES, StreamData, StreamLoader
 from byon.draws import SampleDraws
 from byon.engine.callbacks import AtomicCheckpointIO, RunCheckpoint
+from byon.engine.cpu_memory import keep_freed_memory
 from byon.engine.loader import RunLoader
 from byon.engine.logging import ResumableCSVLogger
 from byon.engine.module import PretrainModule
@@ -162,6 +163,8 @@ def build(cfg: RunConfig, out: Path, resume: str | None, callbacks: tuple, overw
         check_out(out, resume, overwrite)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    if cfg.train.accelerator == "cpu" or not torch.cuda.is_available():
+        keep_freed_memory()  # no per-step page faults from glibc handing activations back (engine/cpu_memory.py)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     data, sample = load_train_data(cfg)

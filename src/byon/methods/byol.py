@@ -57,7 +57,8 @@ class BYOLConfig:
     solarize: tuple[float, float] = (0.0, 0.2)
     # per_view: one encoder pass per view. joint: both views as one batch of 2B (the paper's code). The same
     # numbers up to float rounding (the encoders have LayerNorm only), but the joint batch's activations exceed
-    # glibc's mmap threshold on CPU: ~350k page faults a step, ~15 % slower at fmnist-cpu shapes.
+    # glibc's mmap threshold on CPU: ~350k page faults a step, ~15 % slower at fmnist-cpu shapes (CPU runs now also
+    # keep freed memory mapped, engine/cpu_memory.py).
     encoder_passes: str = "per_view"
 
     def validate(self) -> None:
