@@ -6,6 +6,7 @@ import pytest
 from byon.bench import quality
 from byon.bench.quality import PROTOCOLS, bench_quality, bench_sweep, run_name
 from byon.config import save_config
+from byon.engine.run import train
 from byon.errors import ByonError
 from byon.methods import load_config
 from byon.provenance import git_commit, git_dirty, hardware
@@ -90,6 +91,16 @@ def test_a_run_dir_of_another_config_is_an_error(tmp_path, smoke):
     save_config(load_config(None, over, {"train": {"num_threads": 3, "log_every_n_steps": 1}}), run / "config.yaml")
     cfg = load_config(None, over, {"train": {"num_threads": 1}})
     assert quality._run_config(run, cfg)["train"]["num_threads"] == 3
+
+
+def test_a_finished_run_of_the_default_devices_is_reused(tmp_path):
+    """`train.devices: auto` (the default) is written to config.yaml as resolved; the same config still matches."""
+    over = {"method": "mae", "data": {"dataset": "synthetic", "subset": 32}, "model": {"preset": "vit-test"},
+            "train": {"epochs": 1, "batch_size": 16, "seed": 0, "progress": False}}
+    cfg = load_config(None, over, sets=["train.num_threads=1"])
+    assert cfg.train.devices == "auto"
+    train(cfg, tmp_path / "run")
+    assert quality._run_config(tmp_path / "run", cfg)["train"]["devices"] == 1
 
 
 def test_sweep_tabulates_one_row_per_config(tmp_path):

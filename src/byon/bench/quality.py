@@ -17,6 +17,7 @@ import torch
 
 from byon.config import parse_set
 from byon.data import load_dataset
+from byon.engine.processes import plan_processes
 from byon.engine.run import train
 from byon.errors import ByonError, unknown
 from byon.eval.baselines import pca_features, pixel_features, pixel_mean
@@ -123,6 +124,9 @@ def _run_config(run: Path, cfg: Any) -> dict[str, Any]:
     except ByonError as e:
         raise ByonError(f"run dir {run} has a config.yaml this version cannot read ({e}); {fix}") from None
     new, old = _flat(cfg.to_dict()), _flat(own)
+    # the run's config.yaml holds `train.devices: auto` as `train()` resolved it (one process for a library call)
+    plan = plan_processes(cfg.train, per_core=False)
+    new |= {"train.devices": plan.devices, "train.strategy": plan.strategy, "train.batch_size": plan.batch_size}
     diff = sorted(k for k in new.keys() | old.keys() if k not in NON_RESULT_KEYS and new.get(k) != old.get(k))
     if diff:
         raise ByonError(f"run dir {run} was trained with another config (differs in {', '.join(diff)}); {fix}")
