@@ -120,17 +120,22 @@ def _run_config(run: Path, cfg: Any) -> dict[str, Any]:
         return cfg.to_dict()
     fix = "pass --tag or another --runs, or delete it"
     try:
-        own = load_config(path).to_dict()
+        own = load_config(path)
     except ByonError as e:
         raise ByonError(f"run dir {run} has a config.yaml this version cannot read ({e}); {fix}") from None
-    new, old = _flat(cfg.to_dict()), _flat(own)
-    # the run's config.yaml holds `train.devices: auto` as `train()` resolved it (one process for a library call)
-    plan = plan_processes(cfg.train, per_core=False)
-    new |= {"train.devices": plan.devices, "train.strategy": plan.strategy, "train.batch_size": plan.batch_size}
+    new, old = _resolved(cfg), _resolved(own)
     diff = sorted(k for k in new.keys() | old.keys() if k not in NON_RESULT_KEYS and new.get(k) != old.get(k))
     if diff:
         raise ByonError(f"run dir {run} was trained with another config (differs in {', '.join(diff)}); {fix}")
-    return own
+    return own.to_dict()
+
+
+def _resolved(cfg: Any) -> dict[str, Any]:
+    """`cfg` flattened, with `train.devices: auto` resolved as `train()` resolves it for a library call (one
+    process): a run's config.yaml holds the resolved value."""
+    plan = plan_processes(cfg.train, per_core=False)
+    return _flat(cfg.to_dict()) | {"train.devices": plan.devices, "train.strategy": plan.strategy,
+                                   "train.batch_size": plan.batch_size}
 
 
 def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
