@@ -3,11 +3,13 @@
 val-held-out run (MAE's confirmed winner) with the protocol's recipe at each --blrs value, scoring on its held-out
 val images, and write benchmarks/results/tune/<protocol>/finetune-<name>.json + .md. Each lr is one process
 (`--blrs` one value per call) so two can run side by side; a finished lr is skipped.
-    python scripts/bench/tune-finetune.py --run RUN --blrs 5e-4 [--protocol fmnist-cpu] [--name mae]"""
+    python scripts/bench/tune-finetune.py --run RUN --blrs 5e-4 [--set mixup=0 --set cutmix=0] [--name mae]
+`--set FIELD=VALUE` changes another field of the recipe (`FinetuneConfig`) for these rows; it names the row."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ def main() -> int:
     ap.add_argument("--blrs", required=True, help="comma-separated base lrs")
     ap.add_argument("--protocol", default="fmnist-cpu")
     ap.add_argument("--name", default="mae")
+    ap.add_argument("--set", action="append", default=[], help="FIELD=VALUE of FinetuneConfig, e.g. mixup=0")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default="benchmarks/results")
     a = ap.parse_args()
@@ -33,14 +36,17 @@ def main() -> int:
     out = Path(a.results) / "tune" / a.protocol / f"finetune-{a.name}.json"
     rec = json.loads(out.read_text()) if out.is_file() else {"run": a.run, "protocol": a.protocol, "split": "val",
                                                               "rows": {}}
+    types = {f.name: type(f.default) for f in dataclasses.fields(FinetuneConfig)}
+    extra = {k: types[k](v) for k, _, v in (s.partition("=") for s in a.set)}
     for blr in (float(b) for b in a.blrs.split(",")):
-        if f"{blr:g}" in rec["rows"]:
+        key = " ".join([f"{blr:g}", *(f"{k}={v}" for k, v in extra.items())])
+        if key in rec["rows"]:
             continue
         cfg = FinetuneConfig(epochs=p.finetune_epochs, subset=p.finetune_subset, blr=blr,
-                             layer_decay=p.finetune_layer_decay, seed=0)
+                             layer_decay=p.finetune_layer_decay, seed=0, **extra)
         res = finetune(a.run, p.dataset, None, cfg, split="val")
         rec = json.loads(out.read_text()) if out.is_file() else rec  # another process may have added a row
-        rec["rows"][f"{blr:g}"] = {"val_top1": res["top1"], "wall_time_s": res["wall_time_s"],
+        rec["rows"][key] = {"val_top1": res["top1"], "wall_time_s": res["wall_time_s"],
                                    "settings": res["settings"], "command": " ".join(sys.argv)}
         write_json(out, rec)
     rows = sorted(rec["rows"].items(), key=lambda kv: -kv[1]["val_top1"])
@@ -48,7 +54,7 @@ def main() -> int:
              f"`{rec['run']}` fine-tuned with the protocol's recipe ({p.finetune_epochs} epochs on "
              f"{p.finetune_subset} labelled images, layer decay {p.finetune_layer_decay}) at each base lr, top-1 on "
              "the held-out val images; the best lr becomes `Protocol.finetune_blr` for every method.", "",
-             "| blr | val top-1 | wall s |", "|---|---|---|"]
+             "| blr (and other changes) | val top-1 | wall s |", "|---|---|---|"]
     lines += [f"| {b} | {r['val_top1']:.2f} | {r['wall_time_s']:.0f} |" for b, r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(out.with_suffix(".md"))
