@@ -42,18 +42,18 @@ def main() -> int:
         key = " ".join([f"{blr:g}", *(f"{k}={v}" for k, v in extra.items())])
         if key in rec["rows"]:
             continue
-        cfg = FinetuneConfig(epochs=p.finetune_epochs, subset=p.finetune_subset, blr=blr,
-                             layer_decay=p.finetune_layer_decay, seed=0, **extra)
+        cfg = dataclasses.replace(p.finetune_config(seed=0), blr=blr, **extra)
         res = finetune(a.run, p.dataset, None, cfg, split="val")
         rec = json.loads(out.read_text()) if out.is_file() else rec  # another process may have added a row
         rec["rows"][key] = {"val_top1": res["top1"], "wall_time_s": res["wall_time_s"],
                                    "settings": res["settings"], "command": " ".join(sys.argv)}
         write_json(out, rec)
     rows = sorted(rec["rows"].items(), key=lambda kv: -kv[1]["val_top1"])
-    lines = [f"# Fine-tuning lr on the val split ({a.protocol})", "",
+    lines = [f"# Fine-tuning recipe on the val split ({a.protocol})", "",
              f"`{rec['run']}` fine-tuned with the protocol's recipe ({p.finetune_epochs} epochs on "
-             f"{p.finetune_subset} labelled images, layer decay {p.finetune_layer_decay}) at each base lr, top-1 on "
-             "the held-out val images; the best lr becomes `Protocol.finetune_blr` for every method.", "",
+             f"{p.finetune_subset} labelled images, layer decay {p.finetune_layer_decay}) at each base lr and the "
+             "other changes a row names; top-1 on the held-out val images. The best row becomes the protocol's "
+             "recipe (`Protocol.finetune_*`) for every method.", "",
              "| blr (and other changes) | val top-1 | wall s |", "|---|---|---|"]
     lines += [f"| {b} | {r['val_top1']:.2f} | {r['wall_time_s']:.0f} |" for b, r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -55,11 +55,19 @@ class Protocol:
     val_size: int = 10000
     # End-to-end fine-tuning (`byon eval finetune`, the paper's headline metric), one fixed recipe for every
     # method: these epochs (0 = none) on a stratified subset of this many labelled training images (None: all),
-    # base lr and layer decay; the rest are FinetuneConfig's defaults (mixup/cutmix, smoothing, drop-path).
+    # base lr, layer decay and mixup / cutmix; the rest are FinetuneConfig's defaults (smoothing, drop-path).
     finetune_epochs: int = 0
     finetune_subset: int | None = None
     finetune_blr: float = 5e-4
     finetune_layer_decay: float = 0.75
+    finetune_mixup: float = 0.8
+    finetune_cutmix: float = 1.0
+
+    def finetune_config(self, seed: int) -> FinetuneConfig:
+        """The protocol's fine-tuning recipe."""
+        return FinetuneConfig(epochs=self.finetune_epochs, subset=self.finetune_subset, blr=self.finetune_blr,
+                              layer_decay=self.finetune_layer_decay, mixup=self.finetune_mixup,
+                              cutmix=self.finetune_cutmix, seed=seed)
 
     def overrides(self, root: str | None = None, **train: Any) -> dict[str, Any]:
         """The run config overrides of its pretraining (`train`: more train-section keys)."""
@@ -159,8 +167,7 @@ def _train_time(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
 
 def _finetune_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: str) -> dict[str, Any]:
     """The protocol's fine-tuning: top-1 on `split`, its wall time, and its settings under "protocol"."""
-    cfg = FinetuneConfig(epochs=p.finetune_epochs, subset=p.finetune_subset, blr=p.finetune_blr,
-                         layer_decay=p.finetune_layer_decay, seed=seed)
+    cfg = p.finetune_config(seed)
     t0 = time.perf_counter()
     res = finetune(run, p.dataset, root, cfg, split=split)
     return {"finetune": res["top1"], "finetune_seconds": round(time.perf_counter() - t0, 2),
