@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # bottom to top: a module may import its own layer and the ones below. `byon` is the package root (its
 # `load_encoder` is the top-level API), so it sits with the CLI.
 LAYERS = [
-    ["byon.errors"],
+    ["byon.errors", "byon.draws"],
     ["byon.config"],
     ["byon.data", "byon.nn", "byon.corruption", "byon.losses"],
     ["byon.methods"],
