@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Choose the protocol's fine-tuning base lr on the val split (protocol v2, benchmarks/README.md): fine-tune one
 val-held-out run (MAE's confirmed winner) with the protocol's recipe at each --blrs value, scoring on its held-out
-val images, and write benchmarks/results/tune/<protocol>/finetune-<name>.json + .md. Each lr is one process
-(`--blrs` one value per call) so two can run side by side; a finished lr is skipped.
+val images, and write benchmarks/results/tune/<protocol>/finetune-<name>.json + .md. Two processes can run
+side by side (each re-reads the JSON before adding its row); a finished row is skipped.
     python scripts/bench/tune-finetune.py --run RUN --blrs 5e-4 [--set mixup=0 --set cutmix=0] [--name mae]
 `--set FIELD=VALUE` changes another field of the recipe (`FinetuneConfig`) for these rows; it names the row."""
 
@@ -18,7 +18,7 @@ import torch
 
 from byon.bench.quality import PROTOCOLS
 from byon.eval.finetune import FinetuneConfig, finetune
-from byon.rundir import write_json
+from byon.rundir import atomic_write, write_json
 
 
 def main() -> int:
@@ -37,6 +37,9 @@ def main() -> int:
     rec = json.loads(out.read_text()) if out.is_file() else {"run": a.run, "protocol": a.protocol, "split": "val",
                                                               "rows": {}}
     types = {f.name: type(f.default) for f in dataclasses.fields(FinetuneConfig)}
+    unknown = [s for s in a.set if s.partition("=")[0] not in types]
+    if unknown:
+        ap.error(f"--set {unknown[0]}: not a field of FinetuneConfig; valid: {', '.join(types)}")
     extra = {k: types[k](v) for k, _, v in (s.partition("=") for s in a.set)}
     for blr in (float(b) for b in a.blrs.split(",")):
         key = " ".join([f"{blr:g}", *(f"{k}={v}" for k, v in extra.items())])
@@ -46,7 +49,7 @@ def main() -> int:
         res = finetune(a.run, p.dataset, None, cfg, split="val")
         rec = json.loads(out.read_text()) if out.is_file() else rec  # another process may have added a row
         rec["rows"][key] = {"val_top1": res["top1"], "wall_time_s": res["wall_time_s"],
-                                   "settings": res["settings"], "command": " ".join(sys.argv)}
+                            "settings": res["settings"], "command": " ".join(sys.argv)}
         write_json(out, rec)
     rows = sorted(rec["rows"].items(), key=lambda kv: -kv[1]["val_top1"])
     lines = [f"# Fine-tuning recipe on the val split ({a.protocol})", "",
@@ -56,7 +59,8 @@ def main() -> int:
              "recipe (`Protocol.finetune_*`) for every method.", "",
              "| blr (and other changes) | val top-1 | wall s |", "|---|---|---|"]
     lines += [f"| {b} | {r['val_top1']:.2f} | {r['wall_time_s']:.0f} |" for b, r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    text = ("\n".join(lines) + "\n").encode()
+    atomic_write(out.with_suffix(".md"), lambda f: f.write(text))
     print(out.with_suffix(".md"))
     return 0
 
