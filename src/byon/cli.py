@@ -107,8 +107,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
         res = frozen.evaluate_linear_grid(a.run, dataset, subset=a.subset, blrs=blrs, blocks=a.blocks,
                                           epochs=a.linear_epochs, **chosen, **where)
         b = res["best"]
-        line = (f"linear grid top-1 on {on}: {b['top1']:.2f} (best of {len(res['heads'])} heads: {b['feature']}, "
-                f"blr {b['blr']:g}); per feature: "
+        line = (f"linear grid top-1 on {on}: {b['top1']:.2f} ({b['feature']}, blr {b['blr']:g}: of "
+                f"{len(res['heads'])} heads, the one chosen on {res['chosen_on']}); per feature: "
                 + ", ".join(f"{ft} {r['top1']:.2f}" for ft, r in res["best_per_feature"].items()))
     else:
         kwargs = {"k": a.k, "temperature": a.temperature} if a.kind == "knn" else {"epochs": a.linear_epochs}

@@ -35,3 +35,14 @@ def test_cost_section_renders_the_flops_record(tmp_path):
     f.write_text(json.dumps({"protocol": "p", "commit": "abcdef123", "command": "x", "rows": [
         {"method": "byon", "sets": ["byon.encoder_tokens=visible"], "gflops_per_image": 0.385, "over_diffmae": 1.81}]}))
     assert "| byon | `byon.encoder_tokens=visible` | 0.385 | 1.81 |" in cost_section(f)
+
+
+def test_the_val_screens_are_rendered_reading_first(tmp_path):
+    tune = tmp_path / "results" / "tune" / "p"
+    tune.mkdir(parents=True)
+    (tune / "byon-lr.md").write_text("# Tuning byon-lr\n\nlr table\n")
+    (tune / "byon-reading.md").write_text("# Tuning byon-reading\n\nreading table\n")
+    (tune / "mae.md").write_text("# Tuning mae\n\nnot BYON's\n")
+    text = render_reproduction(tmp_path / "results", "p", tmp_path / "out.md").read_text()
+    assert text.index("### Tuning byon-reading") < text.index("### Tuning byon-lr")
+    assert "reading table" in text and "not BYON's" not in text and "Not run yet: `byon bench tune" not in text

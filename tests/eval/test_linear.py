@@ -93,6 +93,27 @@ def test_probe_grid_covers_features_times_lrs_and_picks_the_best() -> None:
     assert r["best_per_feature"]["good"]["top1"] > 90.0 > r["best_per_feature"]["noise"]["top1"]
 
 
+def test_probe_grid_chooses_on_held_out_training_rows_without_looking_at_test() -> None:
+    train_f, train_y = _separable(300, 8, 5, seed=1)
+    test_f, test_y = _separable(100, 8, 5, seed=2)
+    noise = torch.randn(300, 3, generator=torch.Generator().manual_seed(0))
+    train = {"good": train_f, "noise": noise}
+    test = {"good": test_f, "noise": torch.randn(100, 3, generator=torch.Generator().manual_seed(1))}
+    kw = dict(features=["good", "noise"], blrs=(0.01, 1.0), batch_size=64, epochs=5, choose_on=60)
+    r = probe_grid(train, train_y, test, test_y, **kw)
+    # test labels the heads cannot predict: a choice made on test would move, one made on held-out train can't
+    shuffled = probe_grid(train, train_y, test, test_y[torch.randperm(100, generator=torch.Generator().manual_seed(3))],
+                          **kw)
+    pick = lambda res: (res["best"]["feature"], res["best"]["blr"])  # noqa: E731
+    assert pick(r) == pick(shuffled) and r["best"]["feature"] == "good"
+    assert r["chosen_on"] == "60 held-out training rows" and len(r["choice"]) == 4
+    assert r["best"] in r["heads"]  # the reported number is the chosen head's test top-1
+    chosen = max(r["choice"], key=lambda c: c["top1"])
+    assert pick(r) == (chosen["feature"], chosen["blr"])
+    with pytest.raises(ByonError, match="choose_on must be in"):
+        probe_grid(train, train_y, test, test_y, **(kw | {"choose_on": 299}))
+
+
 def test_probe_grid_rejects_unknown_features_and_bad_lrs() -> None:
     f, y = _separable(50, 4, 3, seed=5)
     with pytest.raises(ByonError, match="did you mean 'cls'"):

@@ -83,7 +83,8 @@ def _fmt(xs: list[float]) -> str:
 
 
 def render_reproduction(results: Path, protocol: str, out: Path) -> Path:
-    """Write `out` from results/<protocol>/ (the sweeps) and results/tune/<protocol>/byon.md (the val screen)."""
+    """Write `out` from results/<protocol>/ (the sweeps) and the val screens results/tune/<protocol>/byon*.md
+    (byon-reading.md: the reading, one factor at a time; byon.md and byon-*.md: the steps after it)."""
     rows = load_rows(results / protocol)
     metric = next((m for m in METRICS if rows and all(r["metrics"].get(m) is not None
                                                          for recs in rows.values() for r in recs)), "linear")
@@ -117,11 +118,12 @@ def render_reproduction(results: Path, protocol: str, out: Path) -> Path:
                 lines.append(f"| {labels[better]} > {labels[worse]} | {pd:+.2f} | — | not run yet |")
         lines.append("")
     lines += cost_section(results / "flops" / "byon-readings.json")
-    screen = results / "tune" / protocol / "byon.md"
+    tuned = results / "tune" / protocol
+    screens = sorted(tuned.glob("byon*.md"), key=lambda p: (p.stem != "byon-reading", p.stem))
     lines += ["## The val screen that chose the default reading", ""]
-    lines += [screen.read_text().replace("# Tuning", "### Tuning", 1)] if screen.is_file() else \
+    lines += [p.read_text().replace("# Tuning", "### Tuning", 1) for p in screens] if screens else \
         ["Not run yet: `byon bench tune --protocol " + protocol + " --methods byon --grid-file "
-         "configs/tune/byon-reading.yaml` (see benchmarks/README.md)."]
+         "configs/tune/byon-reading.yaml --name byon-reading` (see benchmarks/README.md)."]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from byon.data.imagedata import subset_indices
 from byon.errors import ByonError, unknown
 from byon.eval.knn import check_split, count_classes, topk_accuracy
 
@@ -142,22 +143,42 @@ GRID_BLRS = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 def probe_grid(train_f: dict[str, Tensor], train_y: Tensor, test_f: dict[str, Tensor], test_y: Tensor,
                features: Sequence[str], blrs: Sequence[float] = GRID_BLRS, batch_size: int = 256,
-               **kwargs) -> dict:
+               choose_on: int = 0, seed: int = 0, **kwargs) -> dict:
     """One `linear_heads` pass over the grid features × base lrs (lr = blr · batch_size / 256).
 
-    Returns {"heads": [{"feature", "blr", "lr", "top1", ...}], "best": the head with the highest top-1
-    (first on ties), "best_per_feature": {feature: its best head}}. The best head is picked on the test
-    split, as DINOv2 does on ImageNet-val: an optimistic number, comparable between runs.
+    Returns {"heads": [{"feature", "blr", "lr", "top1", ...}] scored on the test rows, "best": the chosen head's
+    row, "best_per_feature": {feature: its chosen head's row}, "chosen_on"}. choose_on=0 picks the heads by
+    their top-1 on the scored rows themselves (first on ties) — right when those are a val split, optimistic
+    on test (DINOv2's ImageNet-val convention). choose_on=N > 0 never looks at the scored rows to choose: a
+    second pass trains the same heads on the training rows minus N stratified held-out ones (seeded by `seed`),
+    picks on those N, and "best" reports the picked head of the first pass ("choice": the held-out scores).
     """
     if not blrs or any(b <= 0 for b in blrs):
         raise ByonError(f"the probe grid needs positive base lrs, got {list(blrs)}")
+    if not 0 <= choose_on < train_y.shape[0] - 1:
+        raise ByonError(f"the probe grid holds out choose_on rows of the {train_y.shape[0]} training rows to "
+                        f"pick its heads on; choose_on must be in [0, {train_y.shape[0] - 2}], got {choose_on}")
     grid = [(ft, blr) for ft in features for blr in blrs]
-    heads = linear_heads(train_f, train_y, test_f, test_y, [(ft, blr * batch_size / 256) for ft, blr in grid],
-                         batch_size=batch_size, **kwargs)
+    spec = [(ft, blr * batch_size / 256) for ft, blr in grid]
+    heads = linear_heads(train_f, train_y, test_f, test_y, spec, batch_size=batch_size, seed=seed, **kwargs)
     rows = [{"feature": ft, "blr": blr} | {k: v for k, v in h.items() if k != "feature"}
             for (ft, blr), h in zip(grid, heads)]
-    best_per = {}
-    for r in rows:
-        if r["feature"] not in best_per or r["top1"] > best_per[r["feature"]]["top1"]:
-            best_per[r["feature"]] = r
-    return {"heads": rows, "best": max(rows, key=lambda r: r["top1"]), "best_per_feature": best_per}
+    scores, chosen_on = [r["top1"] for r in rows], "scored split"
+    result: dict = {}
+    if choose_on:
+        held = subset_indices(train_y, train_y.shape[0], choose_on, seed)
+        keep = torch.ones(train_y.shape[0], dtype=torch.bool)
+        keep[held] = False
+        fit = {ft: f[keep] for ft, f in train_f.items() if ft in features}
+        pick = {ft: f[held] for ft, f in train_f.items() if ft in features}
+        choice = linear_heads(fit, train_y[keep], pick, train_y[held], spec, batch_size=batch_size, seed=seed,
+                              **kwargs)
+        scores, chosen_on = [h["top1"] for h in choice], f"{choose_on} held-out training rows"
+        result["choice"] = [{"feature": ft, "blr": blr, "top1": h["top1"]} for (ft, blr), h in zip(grid, choice)]
+    best_per: dict[str, int] = {}
+    for i, (ft, _) in enumerate(grid):
+        if ft not in best_per or scores[i] > scores[best_per[ft]]:
+            best_per[ft] = i
+    best = max(range(len(rows)), key=lambda i: (scores[i], -i))
+    return {"heads": rows, "best": rows[best], "best_per_feature": {ft: rows[i] for ft, i in best_per.items()},
+            "chosen_on": chosen_on} | result
