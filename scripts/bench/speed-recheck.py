@@ -46,7 +46,8 @@ def main() -> int:
     off = sorted(m for m, w in worst.items() if w > a.tolerance)
     text = "\n".join([
         "# speed-cpu records against a fresh re-run", "",
-        f"Rendered by `scripts/bench/speed-recheck.py`. Records: `{a.records}/` (`make bench-speed-cpu THREADS=1`, "
+        f"Rendered by `scripts/bench/speed-recheck.py`. Records: `{a.records}/` "
+        "(`make bench-speed-cpu THREADS=1 SPEED_METHODS=<all 12>`, "
         "each method alone, one at a time). Re-runs, afterwards and also alone: "
         + "; ".join(f"{k}: `{c}`" for k, c in enumerate(a.command, 1)) + ". Training img/s through the engine, one "
         f"thread. Every method within ±{a.tolerance:.0%} of a re-run: "
