@@ -2,8 +2,9 @@
 
 The rule (measured, not probed at start-up, which would cost more than it saves on a short run): on a CPU with
 more than one physical core, one DDP process per core with one thread each. On the 2-core box this library is
-developed on (issue 22, MAE at vit-micro, batch 256, idle machine) one process on 1 thread gave 360 images/s,
-one process on 2 threads 1.62x that, two DDP processes on 1 thread each 1.83x: torch's intra-op threading
+developed on (MAE at vit-micro, batch 256, idle machine; benchmarks/cpu-cores.md) one process on 1 thread gave
+249 images/s, one process on 2 threads 1.73x that, two DDP processes on 1 thread each 1.95x (issue 22 had
+measured 1.62x and 1.83x on another day's machine): torch's intra-op threading
 leaves a core idle in the many small ops of a ViT step (softmax, layer norm, the optimizer), separate
 processes do not. The global batch stays `train.batch_size`, split over the processes, and every draw is keyed
 to the sample (`byon.draws`), so the run trains the same as one process would, up to float rounding.
@@ -20,7 +21,7 @@ import torch
 from byon.config import TrainConfig
 from byon.errors import ByonError
 
-MEASURED = "on 2 cores DDP gave 1.83x one thread, 2 threads in one process 1.62x"
+MEASURED = "on 2 cores DDP gave 1.95x one thread, 2 threads in one process 1.73x"
 
 
 @dataclass(frozen=True)
