@@ -46,6 +46,8 @@ def test_tune_scores_on_val_confirms_the_best_and_names_a_winner(tmp_path):
     assert score(winner["val"]) == score(best["metrics"])
     assert winner["cell"] in {r["name"].split(":", 1)[1] for r in recs.values()}
     assert f"**Winner: `{winner['cell']}`**" in table.read_text()
+    gflops = recs[next(iter(recs))]["flops_per_image"] / 1e9  # each cell's cost stands beside its accuracy
+    assert "| GFLOPs/img |" in table.read_text() and f" | {gflops:.3f} |" in table.read_text()
     # no test-split evaluation was written in any run directory
     assert not list(runs.glob("**/eval/*-synthetic.json"))
     assert len(list(runs.glob("**/eval/knn-synthetic-val.json"))) == 4

@@ -202,9 +202,12 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
     def row(c: str, r: dict[str, Any]) -> str:
         mt = r["metrics"]
         return (f"| {c} | {mt['linear']:.2f} | {mt['knn']:.2f} | {mt.get('linear_cls') or float('nan'):.2f} | "
-                f"{mt.get('knn_cls') or float('nan'):.2f} | {r.get('images_per_s') or 0:.0f} |")
+                f"{mt.get('knn_cls') or float('nan'):.2f} | {r.get('images_per_s') or 0:.0f} | "
+                f"{(r.get('flops_per_image') or float('nan')) / 1e9:.3f} |")
 
-    head = ["| cell | val linear | val kNN | val linear CLS | val kNN CLS | img/s |", "|---|---|---|---|---|---|"]
+    # img/s depends on what else ran beside the cell; the training FLOPs per image are its cost
+    head = ["| cell | val linear | val kNN | val linear CLS | val kNN CLS | img/s | GFLOPs/img |",
+            "|---|---|---|---|---|---|---|"]
     lines = [f"# Tuning {method} on {protocol}: val split", "",
              f"Pretraining on the training split minus {val_size} held-out images (stratified, `data.val_size`); "
              f"kNN and linear top-1 of the method's default feature on those {val_size} images. Selection: val "
