@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The remaining protocol-v2 CPU queue on this 2-core machine, in priority order (benchmarks/README.md). Every
+# command skips what is finished, so re-running this script resumes it; commit results/ after each step.
+#   scripts/bench/v2-queue.sh            # all steps
+#   scripts/bench/v2-queue.sh byon       # one step: mae-seed2 | byon | baselines
+# Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here:
+# after `byon`, set configs/byon/default.yaml from results/tune/fmnist-cpu/byon-reading.md, then run
+#   byon bench quality --protocol fmnist-cpu --methods byon --seeds 0,1,2 --set train.devices=1 train.num_threads=1
+#   byon bench sweep --protocol fmnist-cpu --configs configs/byon/ablation/*.yaml configs/byon/lambda_ian/*.yaml \
+#     configs/byon/mask_ratio/*.yaml --seeds 0,1,2 --set train.devices=1 train.num_threads=1 && byon bench report
+set -euo pipefail
+BYON=${BYON:-byon}
+ONE=(train.devices=1 train.num_threads=1)
+step=${1:-all}
+
+if [[ $step == all || $step == mae-seed2 ]]; then
+  # MAE's third test seed at its val-tuned recipe (configs/mae.yaml)
+  $BYON bench quality --protocol fmnist-cpu --methods mae --seeds 2 --set "${ONE[@]}"
+fi
+
+if [[ $step == all || $step == byon ]]; then
+  # BYON's reading, one factor at a time (configs/tune/byon-reading.yaml), at MAE's tuned optimiser and crop
+  for stage in screen confirm; do
+    for i in 0 1; do
+      $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 --confirm 2 \
+        --grid-file configs/tune/byon-reading.yaml --name byon-reading --stage $stage --shard $i/2 \
+        --set "${ONE[@]}" optim.blr=1.5e-3 model.pos_embed=sincos 'data.crop_scale=[0.6,1.0]' &
+    done
+    wait
+  done
+fi
+
+if [[ $step == all || $step == baselines ]]; then
+  # the paper's Table 2 set first, then the rest; each: 4 cells x 2 epochs, the best 2 confirmed at 8
+  for m in simmim diffmae maskdit fnmim ldae ddae ijepa njepa byol supervised; do
+    BYON=$BYON SET="train.devices=1 data.crop_scale=[0.6,1.0]" \
+      scripts/bench/tune-fmnist-cpu.sh "$m" "--grid-file configs/tune/v2/$m.yaml"
+  done
+fi
