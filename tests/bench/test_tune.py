@@ -56,8 +56,11 @@ def test_tune_scores_on_val_confirms_the_best_and_names_a_winner(tmp_path):
 def test_tune_shards_split_the_cells(tmp_path):
     axes = [parse_axis("optim.blr=1e-3,1e-4")]
     runs, results = tmp_path / "runs", tmp_path / "results"
-    assert bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], shard=(0, 2)) == []
+    # the first shard's cell is done, the second's is not: a partial table, no winner
+    [part] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], shard=(0, 2))
     assert len(list((results / "tune" / "smoke" / "mae").glob("*.json"))) == 1
+    assert "**Screen unfinished**: 1 cell(s) still to run (blr=1e-4)" in part.read_text()
+    assert "Winner" not in part.read_text() and not (results / "tune" / "smoke" / "mae-winner.json").exists()
     [table] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], shard=(1, 2))
     assert "Winner" in table.read_text()
     # a second grid sharing a cell reuses its record and keeps its own table and winner

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,11 +162,18 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
                 if k % n == i:
                     run(cell, sets, screen_epochs)
         done = {cell: where / f"{cell}-e{screen_epochs}-seed{seed}.json" for cell, _ in grid}
-        if not all(f.is_file() for f in done.values()):
-            missing = [c for c, f in done.items() if not f.is_file()]
+        stem = m if name is None else name.replace("{method}", m)
+        path = results / "tune" / protocol / f"{stem}.md"
+        screen = {c: json.loads(f.read_text()) for c, f in done.items() if f.is_file()}
+        if len(screen) < len(done):
+            missing = [c for c in done if c not in screen]
             print(f"{m}: {len(missing)} screen cell(s) not finished yet (another shard?): {', '.join(missing[:4])}")
+            if screen:  # the finished cells so far, so a long screen can be read (and committed) as it goes
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, {}, full, None, base,
+                                           dict(grid), confirm, pending=missing))
+                tables.append(path)
             continue
-        screen = {c: json.loads(f.read_text()) for c, f in done.items()}
         ranked = sorted(screen, key=lambda c: _score(screen[c]), reverse=True)
         top = ranked[:confirm] if screen_epochs != full else ranked[:1]
         sets_of = dict(grid)
@@ -182,8 +190,6 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         winner = max(confirmed, key=lambda c: _score(confirmed[c])) if len(confirmed) == len(top) else None
         table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
                            sets_of, len(top))
-        stem = m if name is None else name.replace("{method}", m)
-        path = results / "tune" / protocol / f"{stem}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(table)
         if winner is not None:
@@ -197,8 +203,10 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
 
 def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], screen: dict[str, dict[str, Any]],
                screen_epochs: int, confirmed: dict[str, dict[str, Any]], full: int, winner: str | None,
-               base: list[str], sets_of: dict[str, tuple[str, ...]], n_confirm: int) -> str:
-    """Markdown: the screen's cells by val linear top-1, the confirmation runs, the winner and its settings."""
+               base: list[str], sets_of: dict[str, tuple[str, ...]], n_confirm: int,
+               pending: Sequence[str] = ()) -> str:
+    """Markdown: the screen's cells by val linear top-1, the confirmation runs, the winner and its settings;
+    `pending`: screen cells still running (the table is then a partial one and names no winner)."""
     def row(c: str, r: dict[str, Any]) -> str:
         mt = r["metrics"]
         return (f"| {c} | {mt['linear']:.2f} | {mt['knn']:.2f} | {mt.get('linear_cls') or float('nan'):.2f} | "
@@ -215,6 +223,10 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
              + "; ".join(f"`{a.name}` ∈ {{{', '.join(lbl for lbl, _ in a.values)}}}" for a in axes) + ".",
              "", f"## Screen ({screen_epochs} epochs)", "", *head]
     lines += [row(c, screen[c]) for c in sorted(screen, key=lambda c: _score(screen[c]), reverse=True)]
+    if pending:
+        lines += ["", f"**Screen unfinished**: {len(pending)} cell(s) still to run ({', '.join(pending)}); no "
+                      "confirmation and no winner until every cell has run."]
+        return "\n".join(lines) + "\n"
     if screen_epochs != full and confirmed:
         lines += ["", f"## Confirmation ({full} epochs, the best {n_confirm} screen cells)", "", *head]
         lines += [row(c, confirmed[c]) for c in sorted(confirmed, key=lambda c: _score(confirmed[c]), reverse=True)]
