@@ -7,6 +7,7 @@ benchmarks/byon-reproduction.md. Seconds on a CPU; no data is read.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ ROWS = [("diffmae", []), ("simmim", []), ("mae", []), ("maskdit", []), ("byon", 
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="benchmarks/results/flops/byon-readings.json")
+    a = ap.parse_args()
     torch.manual_seed(0)
     info = DataInfo(name="fashion-mnist", img_size=28, in_chans=1, num_classes=10, mean=(0.286,), std=(0.353,))
     rows = []
@@ -35,7 +39,7 @@ def main() -> int:
     base = next(r["gflops_per_image"] for r in rows if r["method"] == "diffmae")
     for r in rows:
         r["over_diffmae"] = round(r["gflops_per_image"] / base, 3)
-    out = Path("benchmarks/results/flops/byon-readings.json")
+    out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"protocol": "fmnist-cpu shapes (vit-micro, 28 px, 1 channel)", "commit": git_commit(),
                                "command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
