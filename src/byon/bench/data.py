@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from byon.bench.speed import status_kb
 from byon.data import DataInfo
 from byon.data.datasets import open_dataset
 from byon.data.shards import write_shards
@@ -67,9 +68,8 @@ def own_peak_rss_mb() -> float:
     """This process's peak RSS: VmHWM where /proc has it — getrusage's ru_maxrss survives execve on Linux, so a
     process started from a larger one would report that one's peak."""
     try:
-        return next(int(ln.split()[1]) for ln in Path("/proc/self/status").read_text().splitlines()
-                    if ln.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
+        return status_kb("VmHWM") / 1024 or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

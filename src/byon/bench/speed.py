@@ -93,7 +93,7 @@ class _Memory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return
-        self.before = _status_kb("VmRSS")
+        self.before = status_kb("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS
             self.kind = "peak RSS (VmHWM, reset before the run)"
@@ -104,7 +104,7 @@ class _Memory:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / 2**20
         if self.kind.startswith("peak RSS (VmHWM"):
-            return _status_kb("VmHWM") / 1024
+            return status_kb("VmHWM") / 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def before_mb(self) -> float | None:
@@ -155,7 +155,7 @@ class MachineLoad:
         self.load = (round(self._load0, 2), round(os.getloadavg()[0], 2))
 
 
-def _status_kb(field: str) -> int:
+def status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
