@@ -22,14 +22,11 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,67 +48,17 @@ def config_for(method: str) -> str:
     return str(flat if flat.exists() else Path(f"configs/{method}/default.yaml"))
 
 
-class TreeCPU:
-    """CPU seconds of a process and all its descendants (DDP's other ranks are spawned by rank 0, so they are not
-    reaped into this process's RUSAGE_CHILDREN), polled from /proc while it runs; the last poll's figure per pid."""
-
-    def __init__(self, root: int, every: float = 0.2) -> None:
-        self.root, self.every, self.seconds = root, every, {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        tick = os.sysconf("SC_CLK_TCK")
-        while not self._stop.is_set():
-            parents: dict[int, int] = {}
-            times: dict[int, float] = {}
-            for d in Path("/proc").iterdir():
-                if not d.name.isdigit():
-                    continue
-                try:
-                    f = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                parents[int(d.name)] = int(f[1])
-                times[int(d.name)] = (int(f[11]) + int(f[12])) / tick
-            for pid, t in times.items():
-                p = pid
-                while p in parents and p != self.root:
-                    p = parents[p]
-                if p == self.root:
-                    self.seconds[pid] = max(self.seconds.get(pid, 0.0), t)
-            self._stop.wait(self.every)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return sum(self.seconds.values())
-
-
-def others_share(busy0: float | None, t0: float, tree: float) -> float | None:
-    """Share of the machine's CPU that processes outside this script and its run used since (busy0, t0)."""
-    busy = MachineLoad._busy_seconds()
-    if busy is None or busy0 is None:
-        return None
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    others = busy - busy0 - tree - (own.ru_utime + own.ru_stime)
-    return round(max(0.0, others) / ((time.perf_counter() - t0) * (os.cpu_count() or 1)), 4)
-
-
 def one_run(method: str, layout: tuple[list[str], list[str]], steps: int, workdir: Path) -> dict[str, Any]:
     out = workdir / f"run-{len(list(workdir.iterdir()))}"
     flags, sets = layout
     cmd = [sys.executable, "-m", "byon.cli", "pretrain", "--config", config_for(method), "--no-progress",
            "--out", str(out), *flags, "--set", *sets, f"train.max_steps={steps}", "train.log_every_n_steps=10"]
-    own0 = resource.getrusage(resource.RUSAGE_SELF)
-    busy0, t0 = MachineLoad._busy_seconds(), time.perf_counter()
-    if busy0 is not None:
-        busy0 -= own0.ru_utime + own0.ru_stime  # others_share subtracts what this process has used in total
+    load = MachineLoad(every=0.2)  # this script's and the run's whole process tree are "own" CPU
+    load.start()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    tree = TreeCPU(proc.pid)
     stdout, stderr = proc.communicate()
-    share = others_share(busy0, t0, tree.stop())
+    load.stop()
+    share = load.share
     if proc.returncode:
         sys.exit(f"cpu-cores: {shlex.join(cmd)} failed:\n{stderr[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())

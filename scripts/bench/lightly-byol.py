@@ -41,7 +41,6 @@ import argparse
 import copy
 import json
 import multiprocessing as mp
-import os
 import platform
 import resource
 import shlex
@@ -263,17 +262,12 @@ def main() -> int:
     rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     load = MachineLoad()
     load.start()
-    t0 = time.perf_counter()
     for r in range(a.rounds):
         for n in (names if r % 2 == 0 else names[::-1]):
             conns[n].send(("steps", a.steps))
             rounds[n].append(conns[n].recv())
             print(f"round {r} {n}: {rounds[n][-1]}", flush=True)
-    load.stop()
-    # MachineLoad counts the workers' CPU as other processes' while they live: take it back out
-    workers_cpu = sum(x["cpu_s"] for rs in rounds.values() for x in rs)
-    if load.share is not None:
-        load.share = round(max(0.0, load.share - workers_cpu / ((time.perf_counter() - t0) * (os.cpu_count() or 1))), 4)
+    load.stop()  # the worker processes are this one's children: MachineLoad counts them as its own
     conns["byon"].send(("augment", a.augment_reps))
     augment = conns["byon"].recv()
     for n in names:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -120,6 +124,29 @@ def test_a_measurement_on_a_busy_machine_is_refused_or_marked(tmp_path, monkeypa
     assert not (results / "speed-cpu" / "mae.json").exists()
     assert main([*args, "--allow-busy"]) == 0
     assert json.loads((results / "speed-cpu" / "mae.json").read_text())["speed"]["machine"]["quiet"] is False
+
+
+def test_machine_load_counts_its_descendants_as_its_own():
+    # a grandchild (as DDP's rank 1 is rank 0's child, a DataLoader worker the trainer's) burns 0.3 s of CPU
+    burn = "import time\nwhile time.process_time() < 0.3: pass\ntime.sleep(60)"
+    child = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {burn!r}]); time.sleep(60)"
+    load = speed.MachineLoad(every=0.1)
+    load.start()
+    proc = subprocess.Popen([sys.executable, "-c", child])
+    try:
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline:
+            tree = speed.MachineLoad.descendants_cpu()
+            if len(tree) == 2 and max(tree.values()) >= 0.3:
+                break
+            time.sleep(0.1)
+        load.stop()
+    finally:
+        for pid in speed.MachineLoad.descendants_cpu():
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    assert len(tree) == 2 and proc.pid in tree, tree  # the child and the grandchild, not this process
+    assert load.tree_seconds >= 0.3 and load.share is not None
 
 
 def test_machine_load_counts_other_processes_not_this_one():

@@ -16,6 +16,7 @@ import resource
 import shlex
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,21 @@ BUSY_SHARE = 0.10
 
 class MachineLoad:
     """CPU time that *other* processes used between `start()` and `stop()`, as a share of the machine's capacity
-    (wall time × cores), from /proc/stat's busy jiffies minus this process's own CPU time; plus the 1-minute load
-    averages at both ends. None where /proc/stat is missing (not Linux)."""
+    (wall time × cores), from /proc/stat's busy jiffies minus the CPU time of this process and all its
+    descendants — DataLoader workers, DDP's other ranks (spawned by rank 0, never reaped into this process's
+    RUSAGE_CHILDREN while they run), a script's worker processes — polled from /proc every `every` seconds; plus
+    the 1-minute load averages at both ends. A descendant that exits between polls loses at most its last
+    interval, which then counts as other processes' (so the error errs on the busy side). None where /proc/stat
+    is missing (not Linux)."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: float = 2.0) -> None:
         self.share: float | None = None
         self.load: tuple[float, float] | None = None
+        self.every = every
+        self.tree_seconds = 0.0  # descendants' CPU seconds in the window, counted as this process's own
+        self._tree: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @staticmethod
     def _busy_seconds() -> float | None:
@@ -137,20 +147,65 @@ class MachineLoad:
         return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
     @staticmethod
-    def _own_seconds() -> float:
+    def descendants_cpu(root: int | None = None) -> dict[int, float]:
+        """{pid: CPU seconds (user + system)} of every live descendant of `root` (default: this process), from
+        /proc/<pid>/stat; {} where /proc is missing."""
+        root = os.getpid() if root is None else root
+        parents: dict[int, int] = {}
+        times: dict[int, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        try:
+            entries = [d for d in Path("/proc").iterdir() if d.name.isdigit()]
+        except OSError:
+            return {}
+        for d in entries:
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # exited meanwhile
+            parents[int(d.name)] = int(f[1])
+            times[int(d.name)] = (int(f[11]) + int(f[12])) / tick
+        out = {}
+        for pid, t in times.items():
+            p = parents.get(pid)
+            while p is not None and p != root and p in parents:
+                p = parents[p]
+            if p == root and pid != root:
+                out[pid] = t
+        return out
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every):
+            self._merge(self.descendants_cpu())
+
+    def _merge(self, seen: dict[int, float]) -> None:
+        for pid, t in seen.items():
+            self._tree[pid] = max(self._tree.get(pid, 0.0), t)
+
+    def _own_seconds(self) -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
-        c = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+        return r.ru_utime + r.ru_stime
 
     def start(self) -> None:
+        self._tree0 = self.descendants_cpu()
+        self._tree = dict(self._tree0)
         self._t, self._busy, self._own = time.perf_counter(), self._busy_seconds(), self._own_seconds()
         self._load0 = os.getloadavg()[0]
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, name="MachineLoad", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        self._merge(self.descendants_cpu())
         busy = self._busy_seconds()
         wall = time.perf_counter() - self._t
+        own = self._own_seconds() - self._own
+        self.tree_seconds = tree = sum(t - self._tree0.get(pid, 0.0) for pid, t in self._tree.items())
         if busy is not None and self._busy is not None and wall > 0:
-            others = (busy - self._busy) - (self._own_seconds() - self._own)
+            others = (busy - self._busy) - own - tree
             self.share = round(max(0.0, others) / (wall * (os.cpu_count() or 1)), 4)
         self.load = (round(self._load0, 2), round(os.getloadavg()[0], 2))
 
