@@ -4,7 +4,7 @@
 #   scripts/bench/v2-queue.sh            # all steps
 #   scripts/bench/v2-queue.sh byon       # one step: mae-seed2 | byon | baselines
 # Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here:
-# after `byon`, set configs/byon/default.yaml from results/tune/fmnist-cpu/byon-reading.md, then run
+# after `byon`, set configs/byon/default.yaml from results/tune/fmnist-cpu/byon-combine.md, then run
 #   byon bench quality --protocol fmnist-cpu --methods byon --seeds 0,1,2 --set train.devices=1 train.num_threads=1
 #   byon bench sweep --protocol fmnist-cpu --configs configs/byon/ablation/*.yaml configs/byon/lambda_ian/*.yaml \
 #     configs/byon/mask_ratio/*.yaml --seeds 0,1,2 --set train.devices=1 train.num_threads=1 && byon bench report
@@ -19,11 +19,12 @@ if [[ $step == all || $step == mae-seed2 ]]; then
 fi
 
 if [[ $step == all || $step == byon ]]; then
-  # BYON's reading, one factor at a time (configs/tune/byon-reading.yaml), at MAE's tuned optimiser and crop
-  for stage in screen confirm; do
+  # BYON's reading, one factor at a time (configs/tune/byon-reading.yaml, screen only), then the winners combined
+  # (configs/tune/byon-combine.yaml: screen, the best two confirmed at 8 epochs), at MAE's tuned optimiser and crop
+  for grid in byon-reading:screen byon-combine:screen byon-combine:confirm; do
     for i in 0 1; do
       $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 --confirm 2 \
-        --grid-file configs/tune/byon-reading.yaml --name byon-reading --stage $stage --shard $i/2 \
+        --grid-file "configs/tune/${grid%%:*}.yaml" --name "${grid%%:*}" --stage "${grid##*:}" --shard $i/2 \
         --set "${ONE[@]}" optim.blr=1.5e-3 model.pos_embed=sincos 'data.crop_scale=[0.6,1.0]' &
     done
     wait
