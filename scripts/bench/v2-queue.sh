@@ -25,6 +25,7 @@ if [[ $step == all || $step == byon ]]; then
     for i in 0 1; do
       $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 --confirm 2 \
         --grid-file "configs/tune/${grid%%:*}.yaml" --name "${grid%%:*}" --stage "${grid##*:}" --shard $i/2 \
+        $([[ $grid == byon-combine* ]] && echo --max-gflops 0.341) \
         --set "${ONE[@]}" optim.blr=1.5e-3 model.pos_embed=sincos 'data.crop_scale=[0.6,1.0]' &
     done
     wait

@@ -205,7 +205,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for path in bench_tune(a.protocol, methods, axes, Path(a.runs), Path(a.results), a.data_root, a.set, a.epochs,
                            a.confirm, a.seed, a.stage, (int(i), int(n)), Path(a.config) if a.config else None,
-                           a.name):
+                           a.name, a.max_gflops):
         print(path)
     return 0
 
@@ -545,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--name", help="table/winner file stem instead of the method ({method} is replaced): one step "
                                    "of a coordinate search, e.g. --name {method}-aug")
     tu.add_argument("--config", help="YAML config applied under the protocol (e.g. configs/mae/paper.yaml)")
+    tu.add_argument("--max-gflops", type=float, metavar="G",
+                    help="compute budget (training GFLOPs per image): costlier cells are screened and shown as a "
+                         "reference but never confirmed or chosen")
     tu.set_defaults(fn=cmd_tune)
     v = bsub.add_parser("speed", help="training images/s, FLOP utilisation, eval timings; one JSON per method")
     v.add_argument("--methods", required=True, help="comma-separated, e.g. mae,byon")

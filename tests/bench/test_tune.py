@@ -88,3 +88,20 @@ def test_a_short_screen_is_confirmed_at_the_protocols_length(tmp_path, monkeypat
     winner = json.loads((results / "tune" / "smoke" / "mae-winner.json").read_text())
     assert f"{winner['cell']}-e2-seed0.json" in recs and winner["screen_epochs"] == 1 and winner["epochs"] == 2
     assert "## Confirmation (2 epochs, the best 2 screen cells)" in table.read_text()
+
+
+def test_a_compute_budget_keeps_costlier_cells_out_of_the_choice(tmp_path):
+    axes = [parse_axis("mae.decoder_depth=1,4")]
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"])
+    recs = {p.name: json.loads(p.read_text()) for p in (results / "tune" / "smoke" / "mae").glob("*.json")}
+    gflops = sorted(r["flops_per_image"] / 1e9 for r in recs.values())
+    assert len(gflops) == 2 and gflops[0] < gflops[1]
+    [table] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"],
+                         max_gflops=(gflops[0] + gflops[1]) / 2)
+    winner = json.loads((results / "tune" / "smoke" / "mae-winner.json").read_text())
+    assert winner["cell"] == "decoder_depth=1" and "GFLOPs/img" in winner["selected_by"]
+    text = table.read_text()
+    assert "| decoder_depth=4 † |" in text and "| decoder_depth=1 |" in text and "Budget: at most" in text
+    with pytest.raises(ByonError, match="over --max-gflops"):
+        bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], max_gflops=gflops[0] / 2)

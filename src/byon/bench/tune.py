@@ -118,7 +118,8 @@ def _score(rec: dict[str, Any]) -> tuple[float, float]:
 def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, results: Path,
                root: str | None = None, extra: list[str] | None = None, epochs: int | None = None,
                confirm: int = 2, seed: int = 0, stage: str = "all", shard: tuple[int, int] = (0, 1),
-               config: Path | None = None, name: str | None = None) -> list[Path]:
+               config: Path | None = None, name: str | None = None,
+               max_gflops: float | None = None) -> list[Path]:
     """Run the grid for every method; returns the tables written (results/tune/<protocol>/<method>.md).
 
     epochs: the screen's length (default the protocol's: then the screen is the confirmation); confirm: how
@@ -127,7 +128,9 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
     confirm stage needs every screen cell done. `extra`: `--set` strings applied to every cell (before the
     cell's own); `config`: a YAML config applied under the protocol (e.g. a method's paper recipe). `name`: the
     table and winner are <name>.md / <name>-winner.json instead of the method's (a grid that is one step of a
-    coordinate search keeps its own table; cells of the same settings are shared between grids)."""
+    coordinate search keeps its own table; cells of the same settings are shared between grids). `max_gflops`: a
+    compute budget, training GFLOPs per image: cells above it are screened and shown but neither confirmed nor
+    named the winner (the choice is the best reading the budget allows, the others are its reference)."""
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     if stage not in STAGES:
@@ -138,6 +141,8 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
     i, n = shard
     if not 0 <= i < n:
         raise ByonError(f"--shard I/N needs 0 <= I < N, got {i}/{n}")
+    if max_gflops is not None and max_gflops <= 0:
+        raise ByonError(f"--max-gflops is a training-GFLOPs-per-image budget and must be positive, got {max_gflops}")
     if epochs is not None and epochs < 1:
         raise ByonError(f"--epochs of the screen must be at least 1, got {epochs}")
     full = p.epochs
@@ -171,10 +176,14 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
             if screen:  # the finished cells so far, so a long screen can be read (and committed) as it goes
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, {}, full, None, base,
-                                           dict(grid), confirm, pending=missing))
+                                           dict(grid), confirm, pending=missing, max_gflops=max_gflops))
                 tables.append(path)
             continue
-        ranked = sorted(screen, key=lambda c: _score(screen[c]), reverse=True)
+        ranked = [c for c in sorted(screen, key=lambda c: _score(screen[c]), reverse=True)
+                  if not over_budget(screen[c], max_gflops)]
+        if not ranked:
+            raise ByonError(f"bench tune: every {m} cell is over --max-gflops {max_gflops}; raise the budget or add "
+                            f"cheaper cells")
         top = ranked[:confirm] if screen_epochs != full else ranked[:1]
         sets_of = dict(grid)
         confirmed: dict[str, dict[str, Any]] = {}
@@ -189,26 +198,34 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
             confirmed = {c: json.loads(f.read_text()) for c, f in paths.items() if f.is_file()}
         winner = max(confirmed, key=lambda c: _score(confirmed[c])) if len(confirmed) == len(top) else None
         table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
-                           sets_of, len(top))
+                           sets_of, len(top), max_gflops=max_gflops)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(table)
         if winner is not None:
             write_json(results / "tune" / protocol / f"{stem}-winner.json",
                          {"method": m, "protocol": protocol, "cell": winner, "sets": [*base, *sets_of[winner]],
-                          "val": confirmed[winner]["metrics"], "selected_by": "val linear top-1, then val kNN",
+                          "val": confirmed[winner]["metrics"], "selected_by": "val linear top-1, then val kNN"
+                          + (f", among cells of at most {max_gflops} training GFLOPs/img" if max_gflops else ""),
                           "screen_epochs": screen_epochs, "epochs": full})
         tables.append(path)
     return tables
 
 
+def over_budget(rec: dict[str, Any], max_gflops: float | None) -> bool:
+    """Whether a cell's training FLOPs per image exceed the budget (a cell without a FLOPs count never does)."""
+    return max_gflops is not None and (rec.get("flops_per_image") or 0) / 1e9 > max_gflops
+
+
 def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], screen: dict[str, dict[str, Any]],
                screen_epochs: int, confirmed: dict[str, dict[str, Any]], full: int, winner: str | None,
                base: list[str], sets_of: dict[str, tuple[str, ...]], n_confirm: int,
-               pending: Sequence[str] = ()) -> str:
+               pending: Sequence[str] = (), max_gflops: float | None = None) -> str:
     """Markdown: the screen's cells by val linear top-1, the confirmation runs, the winner and its settings;
-    `pending`: screen cells still running (the table is then a partial one and names no winner)."""
+    `pending`: screen cells still running (the table is then a partial one and names no winner); cells over
+    `max_gflops` are marked †."""
     def row(c: str, r: dict[str, Any]) -> str:
         mt = r["metrics"]
+        c = f"{c} †" if over_budget(r, max_gflops) else c
         return (f"| {c} | {mt['linear']:.2f} | {mt['knn']:.2f} | {mt.get('linear_cls') or float('nan'):.2f} | "
                 f"{mt.get('knn_cls') or float('nan'):.2f} | {r.get('images_per_s') or 0:.0f} | "
                 f"{(r.get('flops_per_image') or float('nan')) / 1e9:.3f} |")
@@ -220,7 +237,9 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
              f"Pretraining on the training split minus {val_size} held-out images (stratified, `data.val_size`); "
              f"kNN and linear top-1 of the method's default feature on those {val_size} images. Selection: val "
              f"linear, then val kNN; the test split is not read. Axes: "
-             + "; ".join(f"`{a.name}` ∈ {{{', '.join(lbl for lbl, _ in a.values)}}}" for a in axes) + ".",
+             + "; ".join(f"`{a.name}` ∈ {{{', '.join(lbl for lbl, _ in a.values)}}}" for a in axes) + "."
+             + (f" Budget: at most {max_gflops} training GFLOPs per image; † cells exceed it and are shown as a "
+                f"reference only (never confirmed, never the winner)." if max_gflops else ""),
              "", f"## Screen ({screen_epochs} epochs)", "", *head]
     lines += [row(c, screen[c]) for c in sorted(screen, key=lambda c: _score(screen[c]), reverse=True)]
     if pending:
