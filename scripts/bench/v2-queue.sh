@@ -21,7 +21,7 @@ fi
 if [[ $step == all || $step == byon ]]; then
   # BYON's reading, one factor at a time (configs/tune/byon-reading.yaml, screen only), then the winners combined
   # (configs/tune/byon-combine.yaml: screen, the best two confirmed at 8 epochs), at MAE's tuned optimiser and crop
-  for grid in byon-reading:screen byon-combine:screen byon-combine:confirm; do
+  for grid in byon-reading:screen byon-combine:screen byon-combine:confirm byon-combine-ref:screen; do
     for i in 0 1; do
       $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 --confirm 2 \
         --grid-file "configs/tune/${grid%%:*}.yaml" --name "${grid%%:*}" --stage "${grid##*:}" --shard $i/2 \
