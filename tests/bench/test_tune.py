@@ -105,3 +105,15 @@ def test_a_compute_budget_keeps_costlier_cells_out_of_the_choice(tmp_path):
     assert "| decoder_depth=4 † |" in text and "| decoder_depth=1 |" in text and "Budget: at most" in text
     with pytest.raises(ByonError, match="over --max-gflops"):
         bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], max_gflops=gflops[0] / 2)
+
+
+def test_a_screen_only_grid_renders_without_confirming_or_naming_a_winner(tmp_path):
+    axes = [parse_axis("optim.blr=1e-3,1e-4")]
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    kw = dict(extra=["train.max_steps=2"], epochs=1, confirm=0)
+    [table] = bench_tune("smoke", ["mae"], axes, runs, results, stage="all", **kw)
+    assert sorted(p.name for p in (results / "tune" / "smoke" / "mae").glob("*.json")) == [
+        "blr=1e-3-e1-seed0.json", "blr=1e-4-e1-seed0.json"]  # nothing ran at the protocol's length
+    assert "Screen only" in table.read_text() and not (results / "tune" / "smoke" / "mae-winner.json").exists()
+    with pytest.raises(ByonError, match="--confirm"):
+        bench_tune("smoke", ["mae"], axes, runs, results, confirm=-1)

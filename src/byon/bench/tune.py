@@ -143,6 +143,8 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         raise ByonError(f"--shard I/N needs 0 <= I < N, got {i}/{n}")
     if max_gflops is not None and max_gflops <= 0:
         raise ByonError(f"--max-gflops is a training-GFLOPs-per-image budget and must be positive, got {max_gflops}")
+    if confirm < 0:
+        raise ByonError(f"--confirm counts screen cells to re-run at full length (0: screen only), got {confirm}")
     if epochs is not None and epochs < 1:
         raise ByonError(f"--epochs of the screen must be at least 1, got {epochs}")
     full = p.epochs
@@ -184,7 +186,8 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         if not ranked:
             raise ByonError(f"bench tune: every {m} cell is over --max-gflops {max_gflops}; raise the budget or add "
                             f"cheaper cells")
-        top = ranked[:confirm] if screen_epochs != full else ranked[:1]
+        # confirm 0: a screen-only step (its winners feed a later grid), nothing is confirmed or named
+        top = ranked[:confirm] if screen_epochs != full else ranked[:1 if confirm else 0]
         sets_of = dict(grid)
         confirmed: dict[str, dict[str, Any]] = {}
         if screen_epochs != full and stage in ("confirm", "all"):
@@ -196,7 +199,8 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         else:
             paths = {c: where / f"{c}-e{full}-seed{seed}.json" for c in top}
             confirmed = {c: json.loads(f.read_text()) for c, f in paths.items() if f.is_file()}
-        winner = max(confirmed, key=lambda c: _score(confirmed[c])) if len(confirmed) == len(top) else None
+        winner = (max(confirmed, key=lambda c: _score(confirmed[c])) if top and len(confirmed) == len(top)
+                  else None)
         table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
                            sets_of, len(top), max_gflops=max_gflops)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,6 +249,10 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
     if pending:
         lines += ["", f"**Screen unfinished**: {len(pending)} cell(s) still to run ({', '.join(pending)}); no "
                       "confirmation and no winner until every cell has run."]
+        return "\n".join(lines) + "\n"
+    if n_confirm == 0:
+        lines += ["", "Screen only (`--confirm 0`): a step whose best cells feed a later grid; no confirmation, no "
+                      "winner."]
         return "\n".join(lines) + "\n"
     if screen_epochs != full and confirmed:
         lines += ["", f"## Confirmation ({full} epochs, the best {n_confirm} screen cells)", "", *head]
