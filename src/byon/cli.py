@@ -539,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="axes from YAML (axes: {key: [values]} or {name: {label: {key: value}}}; configs/tune/)")
     tu.add_argument("--epochs", type=int, help="screen length (default: the protocol's, then no confirmation)")
     tu.add_argument("--confirm", type=int, default=2, help="best screen cells re-run at the protocol's epochs")
-    tu.add_argument("--stage", choices=["screen", "confirm", "all"], default="all")
+    tu.add_argument("--stage", choices=["screen", "confirm", "all", "table"], default="all",
+                    help="table: write the tables of the finished cells and run nothing")
     tu.add_argument("--shard", default="0/1", metavar="I/N", help="run cells I, I+N, ... (parallel processes)")
     tu.add_argument("--seed", type=int, default=0)
     tu.add_argument("--name", help="table/winner file stem instead of the method ({method} is replaced): one step "

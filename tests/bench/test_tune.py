@@ -59,6 +59,9 @@ def test_tune_shards_split_the_cells(tmp_path):
     # the first shard's cell is done, the second's is not: a partial table, no winner
     [part] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], shard=(0, 2))
     assert len(list((results / "tune" / "smoke" / "mae").glob("*.json"))) == 1
+    # --stage table renders what has finished and runs nothing
+    [same] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], stage="table")
+    assert same == part and len(list((results / "tune" / "smoke" / "mae").glob("*.json"))) == 1
     assert "**Screen unfinished**: 1 cell(s) still to run (blr=1e-4)" in part.read_text()
     assert "Winner" not in part.read_text() and not (results / "tune" / "smoke" / "mae-winner.json").exists()
     [table] = bench_tune("smoke", ["mae"], axes, runs, results, extra=["train.max_steps=2"], shard=(1, 2))

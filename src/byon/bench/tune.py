@@ -23,7 +23,7 @@ from byon.errors import ByonError, unknown
 from byon.methods import METHODS
 from byon.rundir import write_json
 
-STAGES = ("screen", "confirm", "all")
+STAGES = ("screen", "confirm", "all", "table")  # table: render the finished records, run nothing
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,9 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
     """Run the grid for every method; returns the tables written (results/tune/<protocol>/<method>.md).
 
     epochs: the screen's length (default the protocol's: then the screen is the confirmation); confirm: how
-    many of the best screen cells to re-run at the protocol's epochs; stage: screen | confirm | all; shard
-    (i, n): this process runs cells i, i + n, ... of each stage (two processes share a 2-core machine), and the
-    confirm stage needs every screen cell done. `extra`: `--set` strings applied to every cell (before the
+    many of the best screen cells to re-run at the protocol's epochs; stage: screen | confirm | all | table (the
+    tables of what has finished; nothing runs); shard (i, n): this process runs cells i, i + n, ... of each stage
+    (two processes share a 2-core machine), and the confirm stage needs every screen cell done. `extra`: `--set` strings applied to every cell (before the
     cell's own); `config`: a YAML config applied under the protocol (e.g. a method's paper recipe). `name`: the
     table and winner are <name>.md / <name>-winner.json instead of the method's (a grid that is one step of a
     coordinate search keeps its own table; cells of the same settings are shared between grids). `max_gflops`: a
