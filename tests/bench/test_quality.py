@@ -117,6 +117,25 @@ def test_sweep_tabulates_one_row_per_config(tmp_path):
     assert rec["config"]["mae"]["mask_ratio"] == 0.75 and rec["steps"] == 2 and rec["overrides"] == extra
 
 
+def test_rows_of_one_config_are_trained_once(tmp_path):
+    # two table rows that resolve to the same experiment (as Table 1's full row and BYON's default) and a third
+    # that differs: the second copies the first's record, the third trains
+    configs = [tmp_path / "full.yaml", tmp_path / "same.yaml", tmp_path / "other.yaml"]
+    configs[0].write_text("method: mae\nmae: {mask_ratio: 0.75}\n")
+    configs[1].write_text("method: mae\n")  # 0.75 is MAE's default
+    configs[2].write_text("method: mae\nmae: {mask_ratio: 0.5}\n")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    bench_sweep("smoke", configs, [0], runs, results, extra=["train.max_steps=2"])
+    recs = {f.name: json.loads(f.read_text()) for f in (results / "smoke").glob("*.json")}
+    same = next(r for n, r in recs.items() if n.startswith(f"{tmp_path.name}-same"))
+    full = next(n for n in recs if n.startswith(f"{tmp_path.name}-full"))
+    other = next(r for n, r in recs.items() if n.startswith(f"{tmp_path.name}-other"))
+    assert same["same_run_as"] == full and same["metrics"] == recs[full]["metrics"]
+    assert same["name"].startswith(f"{tmp_path.name}-same") and "same_run_as" not in other
+    trained = sorted(d.name for d in (runs / "smoke").iterdir())
+    assert len(trained) == 2 and not any(f"{tmp_path.name}-same" in d for d in trained)  # two trainings
+
+
 def test_report_renders_tables_from_the_jsons(tmp_path):
     from byon.bench.report import render
 
