@@ -216,7 +216,8 @@ def cmd_speed(a: argparse.Namespace) -> int:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for path in bench_speed(methods, a.protocol, Path(a.runs), Path(a.results), steps=a.steps, warmup=a.warmup,
                             root=a.data_root, extra=a.set, accelerator=a.accelerator, evaluate=a.eval,
-                            profile_steps=a.profile_steps, allow_busy=a.allow_busy):
+                            profile_steps=a.profile_steps, allow_busy=a.allow_busy,
+                            config=Path(a.config) if a.config else None):
         print(path)
     return 0
 
@@ -568,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--results", default="benchmarks/results")
     v.add_argument("--data-root")
     v.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.num_threads=2 train.compile=true")
+    v.add_argument("--config", help="one method's YAML config under the protocol (e.g. configs/byon/default.yaml): "
+                                    "recorded as <method>-<stem> beside the built-in recipe's record")
     v.set_defaults(fn=cmd_speed)
     bd = bsub.add_parser("data", help="streaming decode + crop images/s per worker and in total, peak RSS, and the "
                                       "workers one GPU would need")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +107,8 @@ def test_matmul_ceiling_counts_two_n_cubed_per_product():
     ({"steps": 0}, "--steps >= 1"),
     ({"profile_steps": -1}, "--profile-steps >= 0"),
     ({"protocol": "nope"}, "unknown protocol"),
+    ({"config": Path("configs/byon/default.yaml")}, "pass --methods byon alone"),
+    ({"config": Path("configs/nope.yaml")}, "no such file"),
 ])
 def test_bad_arguments_are_errors(tmp_path, kwargs, message):
     args = {"methods": ["mae"], "protocol": "smoke", "runs": tmp_path, "results": tmp_path} | kwargs
@@ -158,3 +161,13 @@ def test_machine_load_counts_other_processes_not_this_one():
         x = (x @ x).tanh()
     load.stop()
     assert load.share is not None and 0.0 <= load.share <= 1.0 and len(load.load) == 2
+
+
+def test_a_config_file_is_timed_under_its_own_name(tmp_path):
+    cfg = tmp_path / "narrow.yaml"
+    cfg.write_text("method: mae\nmae: {decoder_depth: 1}\n")
+    [out] = bench_speed(["mae"], "smoke", tmp_path / "runs", tmp_path / "results", steps=1, warmup=1, evaluate=False,
+                        accelerator="cpu", allow_busy=True, config=cfg)
+    rec = json.loads(out.read_text())
+    assert out.name == "mae-narrow.json" and rec["name"] == "mae-narrow" and rec["config_file"] == str(cfg)
+    assert rec["config"]["mae"]["decoder_depth"] == 1 and not (tmp_path / "results" / "speed-cpu" / "mae.json").exists()

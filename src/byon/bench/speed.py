@@ -310,18 +310,20 @@ def profile_summary(events: Any, seconds: float, steps: int, flops_per_step: flo
 
 def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int, root: str | None = None,
                  extra: list[str] | None = None, accelerator: str = "auto", evaluate: bool = True,
-                 profile_steps: int = 0) -> dict[str, Any]:
+                 profile_steps: int = 0, config: Path | None = None) -> dict[str, Any]:
     """Train `method` for warmup + steps steps under `protocol`'s data/model/batch, time it, profile
     `profile_steps` more, then (with `evaluate`) time the evaluations on the run's encoder. Returns the record
-    (see the module docstring)."""
+    (see the module docstring). `config`: a YAML config of `method` applied under the protocol (e.g.
+    configs/byon/default.yaml, whose reading changes the cost); the record is then named `<method>-<stem>`."""
     p = PROTOCOLS[protocol]
     use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     device = torch.device("cuda") if use_cuda else torch.device("cpu")
     overrides = {"method": method} | p.overrides(
         root, max_steps=warmup + steps + profile_steps, progress=False, ckpt_every_epochs=0,
         accelerator="gpu" if use_cuda else "cpu", devices=1)
-    cfg = load_config(None, overrides, sets=extra or [])
-    run = runs / f"{method}"
+    cfg = load_config(config, overrides, sets=extra or [])
+    name = method if config is None else f"{method}-{config.stem}"
+    run = runs / name
     if run.exists():
         shutil.rmtree(run)  # a timing run starts fresh: a resumed one would time nothing
     timer = step_timer(warmup, warmup + steps)
@@ -381,7 +383,8 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
         speed["profile"] = profile_summary(prof.events, prof.seconds, profile_steps, flops * global_batch,
                                            device.type)
         speed["profile"]["minor_page_faults_per_step"] = round(prof.minflt / profile_steps, 1)
-    record = {"name": method, "method": method, "protocol": protocol, "device": device.type,
+    record = {"name": name, "method": method, "protocol": protocol, "device": device.type,
+              **({} if config is None else {"config_file": str(config)}),
               "precision": summary["precision"], "config": cfg.to_dict(), "run_dir": str(run),
               "command": shlex.join(sys.argv), "speed": speed} | _env()
     if not evaluate:
@@ -421,29 +424,38 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
 
 def bench_speed(methods: list[str], protocol: str, runs: Path, results: Path, steps: int = 50, warmup: int = 10,
                 root: str | None = None, extra: list[str] | None = None, accelerator: str = "auto",
-                evaluate: bool = True, profile_steps: int = 0, allow_busy: bool = False) -> list[Path]:
+                evaluate: bool = True, profile_steps: int = 0, allow_busy: bool = False,
+                config: Path | None = None) -> list[Path]:
     """Run `speed_method` for each method; write `<results>/speed-{cpu,gpu}/<method>.json` (overwritten:
     timings are re-measured, not cached). A measurement taken while other processes used more than `BUSY_SHARE`
     of the CPU is refused with a ByonError naming the share (nothing written), unless `allow_busy`: then it is
-    written with `speed.machine.quiet = false`."""
+    written with `speed.machine.quiet = false`. `config`: one method's YAML config (see `speed_method`), written
+    as `<method>-<stem>.json` beside the built-in recipe's record."""
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     for m in methods:
         if m not in METHODS:
             raise unknown("method", m, METHODS)
+    if config is not None:
+        if not config.is_file():
+            raise ByonError(f"bench speed --config {config}: no such file")
+        own = load_config(config).method
+        if methods != [own]:
+            raise ByonError(f"bench speed --config {config} is a {own} config; pass --methods {own} alone")
     if steps < 1 or warmup < 1 or profile_steps < 0:
         raise ByonError(f"bench speed needs --steps >= 1, --warmup >= 1 and --profile-steps >= 0, got {steps}, "
                         f"{warmup} and {profile_steps}")
     done = []
     for m in methods:
-        rec = speed_method(m, protocol, runs, steps, warmup, root, extra, accelerator, evaluate, profile_steps)
+        rec = speed_method(m, protocol, runs, steps, warmup, root, extra, accelerator, evaluate, profile_steps,
+                           config)
         mc = rec["speed"]["machine"]
         if mc["quiet"] is False and not allow_busy:
             busiest = max(x for x in (mc["other_cpu_share_train"], mc["other_cpu_share_ceiling"]) if x is not None)
             raise ByonError(f"bench speed: other processes used {100 * busiest:.0f} % of the CPU while {m} was timed "
                             f"(at most {100 * BUSY_SHARE:.0f} % for a record); run it on an idle machine, or pass "
                             f"--allow-busy to write it marked quiet: false")
-        out = results / f"speed-{'gpu' if rec['device'] == 'cuda' else 'cpu'}" / f"{m}.json"
+        out = results / f"speed-{'gpu' if rec['device'] == 'cuda' else 'cpu'}" / f"{rec['name']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, rec)
         done.append(out)

@@ -122,15 +122,16 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
                max_gflops: float | None = None) -> list[Path]:
     """Run the grid for every method; returns the tables written (results/tune/<protocol>/<method>.md).
 
-    epochs: the screen's length (default the protocol's: then the screen is the confirmation); confirm: how
-    many of the best screen cells to re-run at the protocol's epochs; stage: screen | confirm | all | table (the
-    tables of what has finished; nothing runs); shard (i, n): this process runs cells i, i + n, ... of each stage
-    (two processes share a 2-core machine), and the confirm stage needs every screen cell done. `extra`: `--set` strings applied to every cell (before the
-    cell's own); `config`: a YAML config applied under the protocol (e.g. a method's paper recipe). `name`: the
-    table and winner are <name>.md / <name>-winner.json instead of the method's (a grid that is one step of a
-    coordinate search keeps its own table; cells of the same settings are shared between grids). `max_gflops`: a
-    compute budget, training GFLOPs per image: cells above it are screened and shown but neither confirmed nor
-    named the winner (the choice is the best reading the budget allows, the others are its reference)."""
+    epochs: the screen's length (default the protocol's: then the screen is the confirmation); confirm: how many of
+    the best screen cells to re-run at the protocol's epochs; stage: screen | confirm | all | table (the tables of
+    what has finished; nothing runs); shard (i, n): this process runs cells i, i + n, ... of each stage (two
+    processes share a 2-core machine), and the confirm stage needs every screen cell done. `extra`: `--set` strings
+    applied to every cell (before the cell's own); `config`: a YAML config applied under the protocol (e.g. a
+    method's paper recipe). `name`: the table and winner are <name>.md / <name>-winner.json instead of the method's
+    (a grid that is one step of a coordinate search keeps its own table; cells of the same settings are shared
+    between grids). `max_gflops`: a compute budget, training GFLOPs per image: cells above it are screened and shown
+    but neither confirmed nor named the winner (the choice is the best reading the budget allows, the others are its
+    reference)."""
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     if stage not in STAGES:
