@@ -26,9 +26,10 @@ data:
 	  echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist', or put the idx files in a folder and set BYON_DATA=that/folder"; exit 1; \
 	fi
 
-# The main job: pretrain on Fashion-MNIST with the default small encoder, then kNN + linear probe.
+# The main job: pretrain BYON (its val-tuned reading, configs/byon/default.yaml) on Fashion-MNIST with the default
+# small encoder, then kNN + linear probe.
 demo: $(STAMP) data
-	$(PY) -m byon.cli pretrain --method byon --dataset fashion-mnist --model vit-micro --subset 10000 --epochs 2 \
+	$(PY) -m byon.cli pretrain --config configs/byon/default.yaml --subset 10000 --epochs 2 \
 	  --out $(RUN) --resume auto
 	$(PY) -m byon.cli eval knn --run $(RUN)
 	$(PY) -m byon.cli eval linear --run $(RUN)
