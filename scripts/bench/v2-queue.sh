@@ -2,20 +2,20 @@
 # The remaining protocol-v2 CPU queue on this 2-core machine, in priority order (benchmarks/README.md). Every
 # command skips what is finished, so re-running this script resumes it; commit results/ after each step.
 #   scripts/bench/v2-queue.sh            # all steps
-#   scripts/bench/v2-queue.sh byon       # one step: mae-seed2 | byon | baselines
-# Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here:
-# after `byon`, set configs/byon/default.yaml from results/tune/fmnist-cpu/byon-combine.md, then run
-#   byon bench quality --protocol fmnist-cpu --methods byon --seeds 0,1,2 --set train.devices=1 train.num_threads=1
-#   byon bench sweep --protocol fmnist-cpu --configs configs/byon/ablation/*.yaml configs/byon/lambda_ian/*.yaml \
-#     configs/byon/mask_ratio/*.yaml --seeds 0,1,2 --set train.devices=1 train.num_threads=1 && byon bench report
+#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | byon-ablations | baselines
+# Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here: the
+# `byon` step's winner went into configs/byon/default.yaml by hand before `byon-test` and `byon-ablations`.
+# Test-split runs (bench quality / sweep) set only train.num_threads=1: a library call trains in one process anyway,
+# and a result-changing --set (train.devices=1 counts as one) would give the records another name (run_name).
 set -euo pipefail
 BYON=${BYON:-byon}
-ONE=(train.devices=1 train.num_threads=1)
+ONE=(train.devices=1 train.num_threads=1)  # bench tune
+TEST=(train.num_threads=1)                 # bench quality / sweep
 step=${1:-all}
 
 if [[ $step == all || $step == mae-seed2 ]]; then
   # MAE's third test seed at its val-tuned recipe (configs/mae.yaml)
-  $BYON bench quality --protocol fmnist-cpu --methods mae --seeds 2 --set "${ONE[@]}"
+  $BYON bench quality --protocol fmnist-cpu --methods mae --seeds 2 --set "${TEST[@]}"
 fi
 
 if [[ $step == all || $step == byon ]]; then
@@ -31,6 +31,26 @@ if [[ $step == all || $step == byon ]]; then
     done
     wait
   done
+fi
+
+if [[ $step == all || $step == byon-test ]]; then
+  # BYON's three test seeds at its val-chosen default (configs/byon/default.yaml), two processes
+  $BYON bench quality --protocol fmnist-cpu --methods byon --seeds 0,2 --set "${TEST[@]}" &
+  $BYON bench quality --protocol fmnist-cpu --methods byon --seeds 1 --set "${TEST[@]}" &
+  wait
+fi
+
+if [[ $step == all || $step == byon-ablations ]]; then
+  # the paper's Tables 1, 4 and 6 at the default, 3 seeds. Rows that are one config (Table 1's full row, Table 4's
+  # lambda 0.1 and Table 6's 60 % with IAN are the default; Table 6's 60 % without IAN is Table 1's demask +
+  # denoise + contrastive + SUE) train once: the second copies the first's record (bench quality's twin_record).
+  # Split so the two processes never train the same config at once; the last pass copies the twins.
+  S=(bench sweep --protocol fmnist-cpu --seeds 0,1,2 --set "${TEST[@]}")
+  $BYON "${S[@]}" --configs configs/byon/ablation/*.yaml &
+  $BYON "${S[@]}" --configs configs/byon/lambda_ian/{l0,l05,l1}.yaml configs/byon/mask_ratio/r0{50,70}_*.yaml &
+  wait
+  $BYON "${S[@]}" --configs configs/byon/ablation/*.yaml configs/byon/lambda_ian/*.yaml configs/byon/mask_ratio/*.yaml
+  $BYON bench report
 fi
 
 if [[ $step == all || $step == baselines ]]; then

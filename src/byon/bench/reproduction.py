@@ -139,8 +139,14 @@ def cost_section(path: Path) -> list[str]:
               f"{rec['protocol']}; the paper's Table 5 has BYON at 63.8 / 45.5 = 1.40 × DiffMAE's GFLOPs at ViT-B. "
               f"`{rec['command']}` at commit {str(rec['commit'])[:8]}.", "",
               "| method | settings | GFLOPs / image | × DiffMAE |", "|---|---|---|---|"]
-    lines += [f"| {r['method']} | {' '.join(f'`{x}`' for x in r['sets']) or 'default'} | {r['gflops_per_image']:.3f} | "
-              f"{r['over_diffmae']:.2f} |" for r in rec["rows"]]
+    def settings(r: dict[str, Any]) -> str:
+        if r.get("config"):
+            return f"`{r['config']}`" + (" (the default reading)" if r["config"].endswith("byon/default.yaml") else "")
+        label = "the spec's reading (built-in recipe)" if r["method"] == "byon" else "built-in recipe"
+        return " ".join(f"`{x}`" for x in r["sets"]) or label
+
+    lines += [f"| {r['method']} | {settings(r)} | {r['gflops_per_image']:.3f} | {r['over_diffmae']:.2f} |"
+              for r in rec["rows"]]
     return [*lines, ""]
 
 
