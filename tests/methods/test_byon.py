@@ -38,8 +38,10 @@ def twin(full: BYON, **byon) -> BYON:
 
 def test_registered_and_recipe_is_maes():
     assert METHODS["byon"] is BYON
-    cfg = load_config(BYON_CONFIGS / "default.yaml", TINY)
+    cfg = load_config(BYON_CONFIGS / "paper.yaml", TINY)  # the spec's reading: the built-in recipe, MAE's
     assert cfg.optim.betas == (0.9, 0.95) and cfg.optim.weight_decay == 0.05 and cfg.optim.blr == 1.5e-4
+    tuned = load_config(BYON_CONFIGS / "default.yaml", TINY)  # the val-chosen reading moves only the base lr
+    assert tuned.optim.betas == (0.9, 0.95) and tuned.optim.weight_decay == 0.05 and tuned.optim.blr == 1.5e-3
     assert BYON.default_feature == "cls"
 
 
