@@ -22,13 +22,13 @@ if [[ $step == all || $step == byon ]]; then
   # BYON's reading, one factor at a time (configs/tune/byon-reading.yaml, screen only), then the winners combined
   # (configs/tune/byon-combine.yaml: screen, the best two confirmed at 8 epochs), at MAE's tuned optimiser and crop
   for grid in byon-reading:screen byon-combine:screen byon-combine:confirm byon-combine-ref:screen; do
-    name=${grid%%:*}
-    [[ $name == byon-combine ]] && name=byon  # the last step: its table and winner are BYON's (byon.md)
+    file=${grid%%:*} name=${grid%%:*} confirm=0 budget=()  # the one-factor and reference steps: screen only
+    if [[ $file == byon-combine ]]; then  # the last step: BYON's table and winner (byon.md), under the budget
+      name=byon confirm=2 budget=(--max-gflops 0.341)
+    fi
     for i in 0 1; do
-      $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 \
-        --confirm "$([[ $grid == byon-combine:* ]] && echo 2 || echo 0)" \
-        --grid-file "configs/tune/${grid%%:*}.yaml" --name "$name" --stage "${grid##*:}" --shard $i/2 \
-        $([[ $grid == byon-combine:* ]] && echo --max-gflops 0.341) \
+      $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 --confirm $confirm "${budget[@]}" \
+        --grid-file "configs/tune/$file.yaml" --name "$name" --stage "${grid##*:}" --shard $i/2 \
         --set "${ONE[@]}" optim.blr=1.5e-3 model.pos_embed=sincos 'data.crop_scale=[0.6,1.0]' &
     done
     wait

@@ -74,6 +74,7 @@ import json
 import resource
 import sys
 
+from byon.bench.data import own_peak_rss_mb
 from byon.config import RunConfig, DataConfig
 from byon.engine.run import load_train_data
 from byon.data.stream import StreamLoader
@@ -86,9 +87,8 @@ for images, _ in StreamLoader(data, 32, num_workers=1):
     n += len(images)
 # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across execve, so a process started from a big parent
 # (the pytest process, late in the suite) would report the parent's peak, not its own
-hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"images": n, "streamed": type(data).__name__,
-                  "rss_mb": hwm_kb / 1024,
+                  "rss_mb": own_peak_rss_mb(),
                   "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 '''
 
