@@ -2,6 +2,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from byon.bench import quality
 from byon.bench.quality import PROTOCOLS, bench_quality, bench_sweep, run_name
@@ -212,3 +213,22 @@ def test_a_run_a_signal_stopped_is_resumed_not_evaluated_as_finished(tmp_path, s
     with pytest.raises(ByonError, match="stop here"):
         bench_quality("smoke", ["mae"], [0], tmp_path / "runs", tmp_path / "results")
     assert resumed == ["auto"]
+
+
+def test_a_finished_run_is_evaluated_with_the_threads_the_command_gives_it(tmp_path, smoke, monkeypatch):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    run = runs / "smoke" / "mae-seed0"
+    cfg = load_config(None, smoke.overrides(None, seed=0, progress=False) | {"method": "mae"})
+    train(cfg, run)
+    seen = []
+    monkeypatch.setattr(quality, "_frozen_metrics", lambda *a, **k: seen.append(torch.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rec = json.loads(bench_quality("smoke", ["mae"], [0], runs, results, extra=["train.num_threads=1"])[0]
+                         .read_text())
+        # a fresh process evaluating a finished run would otherwise take every core beside the queue's other jobs
+        assert seen == [1] and rec["eval_env"]["hardware"].endswith(" 1 threads")
+        assert torch.get_num_threads() == 2  # given back
+    finally:
+        torch.set_num_threads(before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -9,6 +10,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,10 +264,25 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
               "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
               # the training's environment; a summary from before `dirty` was recorded leaves it None (unknown)
               **{k: summary.get(k) for k in ("commit", "dirty", "hardware", "torch", "resolved")},
-              "command": shlex.join(sys.argv), "metrics": _frozen_metrics(run, p, seed, root, split, lowshot),
-              "eval_env": _env()}
+              "command": shlex.join(sys.argv)}
+    with run_threads(cfg.train.num_threads):
+        record |= {"metrics": _frozen_metrics(run, p, seed, root, split, lowshot), "eval_env": _env()}
     write_json(out_json, record)
     return out_json
+
+
+@contextlib.contextmanager
+def run_threads(n: int | None) -> Iterator[None]:
+    """Evaluate with the run's `train.num_threads` when it sets one, and give the process its thread count back
+    afterwards. Training sets it in-process, but a finished run is evaluated by a fresh process that would take
+    every core, beside the other 1-thread jobs of a queue (`scripts/bench/v2-queue.sh`)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot: bool = True) -> Path | None:
