@@ -116,7 +116,6 @@ class BYON(BootstrapTeacher):
     Config = BYONConfig
     # BYON builds on MAE's recipe: AdamW (0.9, 0.95), wd 0.05, lr = 1.5e-4 · B / 256, warm-up + cosine.
     recipe = {"optim": {"blr": 1.5e-4, "betas": [0.9, 0.95], "weight_decay": 0.05}}
-    default_feature = "cls"
     run_figures = ("ian-timesteps",)  # appendix C's figure 9 at the end of every run (analysis/timesteps.py)
 
     def __init__(self, cfg: BYONConfig, shape: EncoderShape, info: DataInfo) -> None:
@@ -126,6 +125,9 @@ class BYON(BootstrapTeacher):
         D = shape.embed_dim
         self.mask_ratio = cfg.mask_ratio if cfg.demask else 0.0
         self.visible_only = cfg.demask and cfg.encoder_tokens == "visible"
+        # read out like the encoder it is: MAE-style (visible tokens) → mean of the patch tokens, as MAE; the spec's
+        # full sequence → CLS. Chosen on val per reading (configs/byon/README.md, "Read-out feature").
+        self.default_feature = "mean" if cfg.encoder_tokens == "visible" else "cls"
         self.encoder = ViTEncoder(shape)
         self.diffusion = DDPMSchedule(cfg.num_timesteps, beta_scale=cfg.beta_scale, kind=cfg.schedule)
         self.register_buffer("t_hist", torch.zeros(cfg.num_timesteps, dtype=torch.long))  # figure 9
