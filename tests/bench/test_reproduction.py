@@ -19,7 +19,7 @@ def test_reproduction_renders_rows_beside_the_paper_and_judges_the_claims(tmp_pa
             rec = {"name": tag, "seed": seed, "metrics": {"linear": lin, "knn": lin - 1, "lowshot10": 60.0}}
             (folder / f"{tag}-seed{seed}.json").write_text(json.dumps(rec))
     text = render_reproduction(tmp_path / "results", "p", tmp_path / "out.md").read_text()
-    assert "verdicts use **linear**" in text
+    assert "Tables 1, 4 and 6 on **linear**" in text
     assert "| demask | 82.89 | 83.10 ± 0.10 | 82.10 ± 0.10 | 60.00 ± 0.00 | — | 0,1,2 |" in text
     assert "| full (all five) > demask | +0.67 | +2.00 | confirmed |" in text
     assert "| 50 %, w/ IAN > 50 %, w/o IAN | +0.79 | -0.50 | reversed |" in text
@@ -46,3 +46,21 @@ def test_the_val_screens_are_rendered_reading_first(tmp_path):
     text = render_reproduction(tmp_path / "results", "p", tmp_path / "out.md").read_text()
     assert text.index("### Tuning byon-reading") < text.index("### Tuning byon-lr")
     assert "reading table" in text and "not BYON's" not in text and "Not run yet: `byon bench tune" not in text
+
+
+def test_table2_sets_byon_against_each_baseline_on_every_metric(tmp_path):
+    folder = tmp_path / "results" / "p"
+    folder.mkdir(parents=True)
+    for seed in range(3):
+        for name, knn, ft in (("byon", 83.0, 85.0), ("mae", 84.0, 84.9)):
+            rec = {"name": name, "seed": seed, "metrics": {"knn": knn + 0.1 * seed, "linear": 85.0,
+                                                           "lowshot10": 70.0, "finetune": ft + 0.1 * seed}}
+            (folder / f"{name}-seed{seed}.json").write_text(json.dumps(rec))
+    text = render_reproduction(tmp_path / "results", "p", tmp_path / "out.md").read_text()
+    assert "| MAE | 82.78 ± 0.20 | 84.10 ± 0.10 | 85.00 ± 0.00 | 70.00 ± 0.00 | 85.00 ± 0.10 | 0,1,2 |" in text
+    # kNN: BYON a point behind beyond 2 SE; linear level; fine-tune +0.1 within noise
+    assert ("| BYON > MAE | +0.78 | -1.00, reversed | +0.00, not confirmed | +0.00, not confirmed | "
+            "+0.10, not confirmed |") in text
+    assert "| BYON > SimMIM | +1.02 | not run yet |" in text
+    # the ablation tables' verdict metric is chosen over their own rows, not Table 2's
+    assert "Tables 1, 4 and 6 on **linear**" in text
