@@ -163,9 +163,15 @@ def test_report_renders_tables_from_the_jsons(tmp_path):
     (tmp_path / "results" / "tune" / "p" / "mae-winner.json").write_text(json.dumps(
         {"method": "mae", "sets": ["data.val_size=10", "optim.blr=1e-3"], "val": {"linear": 90.0, "knn": 89.0},
          "screen_epochs": 2, "epochs": 8}))
+    # the feature the val scores read, and the other feature's beside it
+    (tmp_path / "results" / "tune" / "p" / "byon-winner.json").write_text(json.dumps(
+        {"method": "byon", "sets": ["optim.blr=2e-3"], "screen_epochs": 2, "epochs": 8,
+         "val": {"linear": 80.0, "knn": 79.0, "default_feature": "cls", "linear_cls": 80.0, "knn_cls": 79.0,
+                 "linear_mean": 81.5, "knn_mean": 80.25}}))
     text = render(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
     v2, v1 = text.index("## p: protocol v2"), text.index("## p-v1: protocol v1, untuned")
-    assert v2 < text.index("| mae | `optim.blr=1e-3` | 90.00 | 89.00 | 2 / 8 |") < v1
+    assert v2 < text.index("| mae | `optim.blr=1e-3` | 90.00 | 89.00 | — | 2 / 8 |") < v1
+    assert "| byon | `optim.blr=2e-3` | 80.00 | 79.00 | cls (mean: 81.50 / 80.25) | 2 / 8 |" in text
 
 
 def test_train_time_of_a_resumed_run_comes_from_the_rates_logged_over_the_whole_run(tmp_path):

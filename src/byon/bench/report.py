@@ -111,11 +111,16 @@ def tuned_table(results: Path, protocol: str) -> list[str]:
         return []
     lines = ["Tuned hyper-parameters (`byon bench tune`: chosen by val linear top-1, val kNN breaking ties; the "
              "grids and every cell's scores are in `results/tune/" + protocol + "/<method>.md`):", "",
-             "| method | tuned settings | val linear | val kNN | screen / full epochs |", "|---|---|---|---|---|"]
+             "| method | tuned settings | val linear | val kNN | feature (the other's linear / kNN) | "
+             "screen / full epochs |", "|---|---|---|---|---|---|"]
     for w in winners:
         sets = " ".join(f"`{s}`" for s in w["sets"] if not s.startswith(("data.val_size=", "train.num_threads=")))
-        lines.append(f"| {w['method']} | {sets} | {w['val']['linear']:.2f} | {w['val']['knn']:.2f} | "
-                     f"{w['screen_epochs']} / {w['epochs']} |")
+        v = w["val"]
+        feature = v.get("default_feature", "—")
+        other = "; ".join(f"{f}: {v[f'linear_{f}']:.2f} / {v[f'knn_{f}']:.2f}" for f in ("cls", "mean")
+                          if f != feature and f"linear_{f}" in v and f"knn_{f}" in v)
+        lines.append(f"| {w['method']} | {sets} | {v['linear']:.2f} | {v['knn']:.2f} | {feature}"
+                     f"{f' ({other})' if other else ''} | {w['screen_epochs']} / {w['epochs']} |")
     return [*lines, ""]
 
 
