@@ -2,9 +2,12 @@
 # The remaining protocol-v2 CPU queue on this 2-core machine, in priority order (benchmarks/README.md). Every
 # command skips what is finished, so re-running this script resumes it; commit results/ after each step.
 #   scripts/bench/v2-queue.sh            # all steps
-#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | byon-ablations | baselines
+#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | baselines | baselines-test |
+#                                        #           byon-ablations
+# The order is the developers' guide's: protocol v2 for every method before BYON's ablations.
 # Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here: the
-# `byon` step's winner went into configs/byon/default.yaml by hand before `byon-test` and `byon-ablations`.
+# `byon` step's winner went into configs/byon/default.yaml by hand before `byon-test` and `byon-ablations`, and
+# `baselines-test` tests only the methods whose configs/<method>.yaml already carries its val winner.
 # Test-split runs (bench quality / sweep) set only train.num_threads=1: a library call trains in one process anyway,
 # and a result-changing --set (train.devices=1 counts as one) would give the records another name (run_name).
 set -euo pipefail
@@ -42,6 +45,37 @@ if [[ $step == all || $step == byon-test ]]; then
   wait
 fi
 
+if [[ $step == all || $step == baselines ]]; then
+  # the paper's Table 2 set first, then the rest; each: 4 cells x 2 epochs, the best 2 confirmed at 8
+  for m in simmim diffmae maskdit fnmim ldae ddae ijepa njepa byol supervised; do
+    BYON=$BYON SET="train.devices=1 data.crop_scale=[0.6,1.0]" \
+      scripts/bench/tune-fmnist-cpu.sh "$m" "--grid-file configs/tune/v2/$m.yaml"
+  done
+fi
+
+if [[ $step == all || $step == baselines-test ]]; then
+  # each tuned baseline on test: seeds 0-2 for the paper's Table 2 set (two processes), seed 0 for the rest (two
+  # methods at a time). A method whose configs/<method>.yaml does not carry its val winner yet is skipped.
+  Q=(bench quality --protocol fmnist-cpu --set "${TEST[@]}")
+  rest=()
+  for m in simmim diffmae maskdit fnmim ldae ddae ijepa njepa byol supervised; do
+    grep -q "Tuned on the val split" "configs/$m.yaml" || { echo "skip $m: configs/$m.yaml is not tuned yet"; continue; }
+    case $m in
+      simmim|diffmae|maskdit)
+        $BYON "${Q[@]}" --methods "$m" --seeds 0,2 &
+        $BYON "${Q[@]}" --methods "$m" --seeds 1 &
+        wait ;;
+      *) rest+=("$m") ;;
+    esac
+  done
+  for ((i = 0; i < ${#rest[@]}; i += 2)); do
+    $BYON "${Q[@]}" --methods "${rest[i]}" --seeds 0 &
+    [[ -n ${rest[i + 1]:-} ]] && $BYON "${Q[@]}" --methods "${rest[i + 1]}" --seeds 0 &
+    wait
+  done
+  $BYON bench report
+fi
+
 if [[ $step == all || $step == byon-ablations ]]; then
   # the paper's Tables 1, 4 and 6 at the default, 3 seeds. Rows that are one config (Table 1's full row, Table 4's
   # lambda 0.1 and Table 6's 60 % with IAN are the default; Table 6's 60 % without IAN is Table 1's demask +
@@ -53,12 +87,4 @@ if [[ $step == all || $step == byon-ablations ]]; then
   wait
   $BYON "${S[@]}" --configs configs/byon/ablation/*.yaml configs/byon/lambda_ian/*.yaml configs/byon/mask_ratio/*.yaml
   $BYON bench report
-fi
-
-if [[ $step == all || $step == baselines ]]; then
-  # the paper's Table 2 set first, then the rest; each: 4 cells x 2 epochs, the best 2 confirmed at 8
-  for m in simmim diffmae maskdit fnmim ldae ddae ijepa njepa byol supervised; do
-    BYON=$BYON SET="train.devices=1 data.crop_scale=[0.6,1.0]" \
-      scripts/bench/tune-fmnist-cpu.sh "$m" "--grid-file configs/tune/v2/$m.yaml"
-  done
 fi
