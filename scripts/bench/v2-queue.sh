@@ -3,7 +3,7 @@
 # command skips what is finished, so re-running this script resumes it; commit results/ after each step.
 #   scripts/bench/v2-queue.sh            # all steps
 #   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | baselines | baselines-test |
-#                                        #           byon-ablations
+#                                        #           epochs3x | byon-ablations
 # The order is the developers' guide's: protocol v2 for every method before BYON's ablations.
 # Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here: the
 # `byon` step's winner went into configs/byon/default.yaml by hand before `byon-test` and `byon-ablations`, and
@@ -73,6 +73,14 @@ if [[ $step == all || $step == baselines-test ]]; then
     [[ -n ${rest[i + 1]:-} ]] && $BYON "${Q[@]}" --methods "${rest[i + 1]}" --seeds 0 &
     wait
   done
+  $BYON bench report
+fi
+
+if [[ $step == all || $step == epochs3x ]]; then
+  # what the budget buys: MAE and BYON at 3x the protocol's epochs (24), seed 0, their tuned recipes, side by side
+  $BYON bench quality --protocol fmnist-cpu --methods mae --seeds 0 --tag e24 --set train.epochs=24 "${TEST[@]}" &
+  $BYON bench quality --protocol fmnist-cpu --methods byon --seeds 0 --tag e24 --set train.epochs=24 "${TEST[@]}" &
+  wait
   $BYON bench report
 fi
 
