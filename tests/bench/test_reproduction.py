@@ -3,11 +3,14 @@ import json
 from byon.bench.reproduction import TABLE1, render_reproduction, verdict
 
 
-def test_verdicts_need_the_papers_sign_beyond_two_standard_errors():
+def test_verdicts_need_the_papers_sign_beyond_two_standard_deviations():
     assert verdict([80.0, 80.2, 80.1], [79.0, 79.1, 78.9], +1.0) == ("confirmed", 80.1 - 79.0)
     assert verdict([79.0, 79.1, 78.9], [80.0, 80.2, 80.1], +1.0)[0] == "reversed"
     assert verdict([80.0, 81.0, 79.0], [79.8, 80.9, 79.1], +1.0)[0] == "not confirmed"
     assert verdict([80.0], [79.0], +1.0)[0] == "one seed: not judged"
+    # std 1 in both rows, 3 seeds: a 1.8 difference is beyond 2 standard errors (1.63) but not 2 std (2.0)
+    assert verdict([80.8, 81.8, 79.8], [79.0, 80.0, 78.0], +1.0) == ("not confirmed", 80.8 - 79.0)
+    assert verdict([81.1, 82.1, 80.1], [79.0, 80.0, 78.0], +1.0)[0] == "confirmed"
 
 
 def test_reproduction_renders_rows_beside_the_paper_and_judges_the_claims(tmp_path):
