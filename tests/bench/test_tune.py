@@ -3,6 +3,7 @@ import json
 import pytest
 
 from byon.bench.tune import Axis, bench_tune, cells, load_grid_file, parse_axis
+from byon.data import load_dataset
 from byon.errors import ByonError
 
 
@@ -51,6 +52,12 @@ def test_tune_scores_on_val_confirms_the_best_and_names_a_winner(tmp_path):
     # no test-split evaluation was written in any run directory
     assert not list(runs.glob("**/eval/*-synthetic.json"))
     assert len(list(runs.glob("**/eval/knn-synthetic-val.json"))) == 4
+    # raw pixels on the same val split, the table's reference: the 400 held-out images against the rest
+    pixels = json.loads((results / "tune" / "smoke" / "pixels-val.json").read_text())
+    assert pixels["split"] == "val" and pixels["metrics"]["knn_raw"] > 30.0  # far above chance on 10 shapes
+    assert pixels["query_images"] == 400
+    assert pixels["reference_images"] == len(load_dataset("synthetic", "train")) - 400
+    assert f"Raw pixels on the same split (no model): kNN {pixels['metrics']['knn_raw']:.2f}" in table.read_text()
 
 
 def test_tune_shards_split_the_cells(tmp_path):

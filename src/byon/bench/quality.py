@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from byon.config import parse_set
+from byon.config import DataConfig, parse_set
 from byon.data import load_dataset
 from byon.engine.processes import plan_processes
 from byon.engine.run import train
@@ -307,13 +307,18 @@ def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot:
     return None
 
 
-def run_pixels(protocol: str, results: Path, root: str | None = None) -> Path:
-    """Reference rows without a model: raw / centred pixels kNN and linear, PCA-100 kNN."""
+def run_pixels(protocol: str, results: Path, root: str | None = None, split: str = "test") -> Path:
+    """Reference rows without a model: raw / centred pixels kNN and linear, PCA-100 kNN. `split` 'val': the
+    protocol's held-out val images scored against the rest of the training split, as the tuning cells are
+    (results/tune/<protocol>/pixels-val.json)."""
     p = PROTOCOLS[protocol]
-    out_json = results / protocol / "pixels.json"
+    out_json = (results / protocol / "pixels.json" if split == "test"
+                else results / "tune" / protocol / "pixels-val.json")
     if out_json.is_file():
         return out_json
-    tr, te = load_dataset(p.dataset, "train", root=root), load_dataset(p.dataset, "test", root=root)
+    # the tuning cells' hold-out: data.val_size = the protocol's, data.val_seed at its default
+    cut = {} if split == "test" else {"val_size": p.val_size, "val_seed": DataConfig.val_seed}
+    tr, te = load_dataset(p.dataset, "train", root=root, **cut), load_dataset(p.dataset, split, root=root, **cut)
     mu = pixel_mean(tr.images)
     ftr, fte = pixel_features(tr.images, mu), pixel_features(te.images, mu)
     m: dict[str, Any] = {}
@@ -322,7 +327,8 @@ def run_pixels(protocol: str, results: Path, root: str | None = None) -> Path:
     ptr, pte = pca_features(ftr["raw"], fte["raw"], 100)
     m["knn_pca100"] = knn_classify(ptr, tr.labels, pte, te.labels)["top1"]
     m["linear_raw"] = linear_probe(ftr["raw"], tr.labels, fte["raw"], te.labels, epochs=p.linear_epochs)["top1"]
-    record = {"name": "pixels", "method": "pixels", "protocol": protocol, "metrics": m,
+    record = {"name": "pixels", "method": "pixels", "protocol": protocol, "split": split,
+              "reference_images": len(tr), "query_images": len(te), "metrics": m,
               "command": shlex.join(sys.argv)} | _env()
     out_json.parent.mkdir(parents=True, exist_ok=True)
     write_json(out_json, record)

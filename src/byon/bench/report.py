@@ -121,6 +121,11 @@ def tuned_table(results: Path, protocol: str) -> list[str]:
                           if f != feature and f"linear_{f}" in v and f"knn_{f}" in v)
         lines.append(f"| {w['method']} | {sets} | {v['linear']:.2f} | {v['knn']:.2f} | {feature}"
                      f"{f' ({other})' if other else ''} | {w['screen_epochs']} / {w['epochs']} |")
+    pixels = results / "tune" / protocol / "pixels-val.json"
+    if pixels.is_file():
+        px = json.loads(pixels.read_text())["metrics"]
+        lines += ["", f"Raw pixels on the same val split (no model): kNN {px['knn_raw']:.2f}, linear "
+                      f"{px['linear_raw']:.2f}."]
     return [*lines, ""]
 
 

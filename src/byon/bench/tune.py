@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from byon.bench.quality import PROTOCOLS, pretrain_and_evaluate
+from byon.bench.quality import PROTOCOLS, pretrain_and_evaluate, run_pixels
 from byon.errors import ByonError, unknown
 from byon.methods import METHODS
 from byon.rundir import write_json
@@ -152,6 +152,7 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
     screen_epochs = full if epochs is None else epochs
     grid = cells(axes)
     base = [f"data.val_size={p.val_size}", *(extra or [])]
+    pixels = json.loads(run_pixels(protocol, results, root, split="val").read_text())["metrics"]
     tables = []
     for m in methods:
         if m not in METHODS and config is None:
@@ -179,7 +180,8 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
             if screen:  # the finished cells so far, so a long screen can be read (and committed) as it goes
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, {}, full, None, base,
-                                           dict(grid), confirm, pending=missing, max_gflops=max_gflops))
+                                           dict(grid), confirm, pending=missing, max_gflops=max_gflops,
+                                           pixels=pixels))
                 tables.append(path)
             continue
         ranked = [c for c in sorted(screen, key=lambda c: _score(screen[c]), reverse=True)
@@ -203,7 +205,7 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         winner = (max(confirmed, key=lambda c: _score(confirmed[c])) if top and len(confirmed) == len(top)
                   else None)
         table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
-                           sets_of, len(top), max_gflops=max_gflops)
+                           sets_of, len(top), max_gflops=max_gflops, pixels=pixels)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(table)
         if winner is not None:
@@ -224,10 +226,11 @@ def over_budget(rec: dict[str, Any], max_gflops: float | None) -> bool:
 def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], screen: dict[str, dict[str, Any]],
                screen_epochs: int, confirmed: dict[str, dict[str, Any]], full: int, winner: str | None,
                base: list[str], sets_of: dict[str, tuple[str, ...]], n_confirm: int,
-               pending: Sequence[str] = (), max_gflops: float | None = None) -> str:
+               pending: Sequence[str] = (), max_gflops: float | None = None,
+               pixels: dict[str, Any] | None = None) -> str:
     """Markdown: the screen's cells by val linear top-1, the confirmation runs, the winner and its settings;
     `pending`: screen cells still running (the table is then a partial one and names no winner); cells over
-    `max_gflops` are marked †."""
+    `max_gflops` are marked †; `pixels`: raw pixels' scores on the same val split (`run_pixels`), a reference."""
     def row(c: str, r: dict[str, Any]) -> str:
         mt = r["metrics"]
         c = f"{c} †" if over_budget(r, max_gflops) else c
@@ -244,7 +247,9 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
              f"linear, then val kNN; the test split is not read. Axes: "
              + "; ".join(f"`{a.name}` ∈ {{{', '.join(lbl for lbl, _ in a.values)}}}" for a in axes) + "."
              + (f" Budget: at most {max_gflops} training GFLOPs per image; † cells exceed it and are shown as a "
-                f"reference only (never confirmed, never the winner)." if max_gflops else ""),
+                f"reference only (never confirmed, never the winner)." if max_gflops else "")
+             + (f" Raw pixels on the same split (no model): kNN {pixels['knn_raw']:.2f}, linear "
+                f"{pixels['linear_raw']:.2f}." if pixels else ""),
              "", f"## Screen ({screen_epochs} epochs)", "", *head]
     lines += [row(c, screen[c]) for c in sorted(screen, key=lambda c: _score(screen[c]), reverse=True)]
     if pending:
