@@ -135,6 +135,11 @@ def test_rows_of_one_config_are_trained_once(tmp_path):
     assert same["name"].startswith(f"{tmp_path.name}-same") and "same_run_as" not in other
     trained = sorted(d.name for d in (runs / "smoke").iterdir())
     assert len(trained) == 2 and not any(f"{tmp_path.name}-same" in d for d in trained)  # two trainings
+    # sweep rows (copies too) are marked, and RESULTS.md leaves them to their own tables
+    assert all(r["sweep"] is True for r in recs.values())
+    from byon.bench.report import load_results
+
+    assert load_results(results) == {}
 
 
 def test_report_renders_tables_from_the_jsons(tmp_path):

@@ -218,23 +218,26 @@ def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: 
 
 def run_method(method: str | None, seed: int, protocol: str, runs: Path, results: Path, root: str | None = None,
                extra: list[str] | None = None, epochs: int | None = None, tag: str | None = None,
-               config: Path | None = None) -> Path:
+               config: Path | None = None, sweep: bool = False) -> Path:
     """Pretrain (unless the run finished already) + evaluate on test; write results/<protocol>/<name>-seed<s>.json.
 
     name: `tag` or the method, plus a hash of the result-changing `extra` overrides (`run_name`). A run directory
     that exists already must hold a run of the same config (`NON_RESULT_KEYS` aside), else a ByonError.
     The record's commit / hardware / torch are the training run's (its summary.json); the evaluation's are under
-    "eval_env". `config`: a YAML file (e.g. an ablation row) applied under the protocol's settings."""
+    "eval_env". `config`: a YAML file (e.g. an ablation row) applied under the protocol's settings; `sweep`: the
+    record is a row of a `bench sweep` table (marked "sweep": RESULTS.md leaves it to its own table)."""
     if tag is None and method is None:
         raise ByonError("bench: give a method or a tag to name the run")
     name = run_name(tag or method, extra)
     return pretrain_and_evaluate(method, seed, protocol, runs / protocol / f"{name}-seed{seed}",
-                                 results / protocol / f"{name}-seed{seed}.json", name, root, extra, epochs, config)
+                                 results / protocol / f"{name}-seed{seed}.json", name, root, extra, epochs, config,
+                                 sweep=sweep)
 
 
 def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Path, out_json: Path, name: str,
                           root: str | None = None, extra: list[str] | None = None, epochs: int | None = None,
-                          config: Path | None = None, split: str = "test", lowshot: bool = True) -> Path:
+                          config: Path | None = None, split: str = "test", lowshot: bool = True,
+                          sweep: bool = False) -> Path:
     """One protocol record: pretrain `method` (or `config`'s) into `run` under the protocol's data, encoder,
     epochs (or `epochs`), batch and `seed`, then `extra` (`--set` strings); evaluate kNN, linear and (with
     `lowshot`) low-shot on `split`; write the record to `out_json`. Finished parts are reused: an existing
@@ -253,6 +256,7 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
     if twin is not None:  # the same experiment under another name (e.g. Table 1's full row = the default)
         record = json.loads(twin.read_text()) | {"name": name, "overrides": list(extra or []),
                                                 "same_run_as": twin.name, "command": shlex.join(sys.argv)}
+        record |= {"sweep": True} if sweep else {}
         write_json(out_json, record)
         return out_json
     if not done.is_file() or "interrupted" in json.loads(done.read_text()):  # a signal stopped it: continue it
@@ -264,7 +268,7 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
               "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
               # the training's environment; a summary from before `dirty` was recorded leaves it None (unknown)
               **{k: summary.get(k) for k in ("commit", "dirty", "hardware", "torch", "resolved")},
-              "command": shlex.join(sys.argv)}
+              "command": shlex.join(sys.argv)} | ({"sweep": True} if sweep else {})
     with run_threads(cfg.train.num_threads):
         record |= {"metrics": _frozen_metrics(run, p, seed, root, split, lowshot), "eval_env": _env()}
     write_json(out_json, record)
@@ -382,8 +386,8 @@ def bench_sweep(protocol: str, configs: list[Path], seeds: list[int], runs: Path
         if not Path(c).is_file():
             raise ByonError(f"sweep: config '{c}' not found")
         tag = f"{Path(c).parent.name}-{Path(c).stem}"
-        recs = [json.loads(run_method(None, s, protocol, runs, results, root, extra, tag=tag, config=Path(c))
-                           .read_text()) for s in seeds]
+        recs = [json.loads(run_method(None, s, protocol, runs, results, root, extra, tag=tag, config=Path(c),
+                                      sweep=True).read_text()) for s in seeds]
         rows.append((recs[0]["name"] if recs else tag, recs))
     return sweep_table(rows)
 

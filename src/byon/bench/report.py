@@ -30,11 +30,12 @@ def _ms(xs: list[float], digits: int = 2) -> str:
 
 
 def load_results(results: Path) -> dict[str, list[dict[str, Any]]]:
-    """protocol → list of run records."""
+    """protocol → list of run records; rows of a `bench sweep` (e.g. BYON's ablations, rendered in
+    byon-reproduction.md) are left to their own tables."""
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in sorted(results.glob("*/*.json")):
         rec = json.loads(f.read_text())
-        if "metrics" in rec:
+        if "metrics" in rec and not rec.get("sweep"):
             out[f.parent.name].append(rec)
     return out
 
