@@ -2,8 +2,8 @@
 # The remaining protocol-v2 CPU queue on this 2-core machine, in priority order (benchmarks/README.md). Every
 # command skips what is finished, so re-running this script resumes it; commit results/ after each step.
 #   scripts/bench/v2-queue.sh            # all steps
-#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | baselines | baselines-test |
-#                                        #           epochs3x | byon-ablations
+#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | knobs | baselines |
+#                                        #           baselines-test | epochs3x | byon-ablations
 # The order is the developers' guide's: protocol v2 for every method before BYON's ablations.
 # Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here: the
 # `byon` step's winner went into configs/byon/default.yaml by hand before `byon-test` and `byon-ablations`, and
@@ -43,6 +43,21 @@ if [[ $step == all || $step == byon-test ]]; then
   $BYON bench quality --protocol fmnist-cpu --methods byon --seeds 0,2 --set "${TEST[@]}" &
   $BYON bench quality --protocol fmnist-cpu --methods byon --seeds 1 --set "${TEST[@]}" &
   wait
+fi
+
+if [[ $step == all || $step == knobs ]]; then
+  # MAE's and BYON's own knobs on val, for their kNN gap to raw pixels (configs/tune/v2/{mae-knobs,byon-mask}.yaml);
+  # a winner that moves goes into configs/ by hand, and that method's test seeds are re-run
+  MAE_SET=(train.devices=1 train.num_threads=1 optim.blr=1.5e-3 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]")
+  BYON_SET=("${MAE_SET[@]}" byon.encoder_tokens=visible byon.beta_scale=0.05 byon.lambda_con=0.1 byon.decoder_depth=1)
+  T=(bench tune --protocol fmnist-cpu --epochs 2 --confirm 2)
+  for stage in screen confirm; do
+    $BYON "${T[@]}" --methods mae --grid-file configs/tune/v2/mae-knobs.yaml --name mae-knobs --stage $stage \
+      --set "${MAE_SET[@]}" &
+    $BYON "${T[@]}" --methods byon --grid-file configs/tune/v2/byon-mask.yaml --name byon-mask --stage $stage \
+      --set "${BYON_SET[@]}" &
+    wait
+  done
 fi
 
 if [[ $step == all || $step == baselines ]]; then

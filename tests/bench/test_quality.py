@@ -243,3 +243,26 @@ def test_a_finished_run_is_evaluated_with_the_threads_the_command_gives_it(tmp_p
         assert torch.get_num_threads() == 2  # given back
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_record_from_before_a_new_setting_still_twins_at_that_settings_default(tmp_path):
+    from byon.bench.quality import _resolved, twin_record
+
+    def nested(flat: dict) -> dict:
+        out: dict = {}
+        for key, v in flat.items():
+            *head, last = key.split(".")
+            d = out
+            for h in head:
+                d = d.setdefault(h, {})
+            d[last] = v
+        return out
+
+    cfg = load_config(None, {"method": "mae", "data": {"dataset": "synthetic"}})
+    old = {k: v for k, v in json.loads(json.dumps(_resolved(cfg))).items() if k != "data.storage"}  # predates it
+    rec = {"name": "mae", "seed": 0, "config": nested(old), "metrics": {"split": "test", "lowshot10": 1.0}}
+    (tmp_path / "mae-seed0.json").write_text(json.dumps(rec))
+    assert twin_record(tmp_path, 0, cfg) == tmp_path / "mae-seed0.json"  # the setting's default: the same run
+    streamed = load_config(None, {"method": "mae", "data": {"dataset": "synthetic", "storage": "stream"}})
+    assert twin_record(tmp_path, 0, streamed) is None  # another value of the new setting: another experiment
+    assert twin_record(tmp_path, 1, cfg) is None and twin_record(tmp_path, 0, cfg, split="val") is None

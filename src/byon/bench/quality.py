@@ -293,8 +293,10 @@ def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot:
     """A record in `folder` of the same experiment: seed `seed`, trained with `cfg` up to `NON_RESULT_KEYS` and
     scored the same way (split, with or without low-shot and fine-tuning). Rows of different tables that are one
     config (Table 1's full row, Table 4's λ 0.1 and Table 6's 60 % with IAN are BYON's default) are then trained
-    and evaluated once. Records that are themselves copies (`same_run_as`) are not matched."""
+    and evaluated once. Records that are themselves copies (`same_run_as`) are not matched. A key an older record
+    lacks (a setting added since) counts at its default: new settings default to the behaviour before them."""
     want = json.loads(json.dumps(_resolved(cfg)))  # tuples as the records' JSON lists
+    defaults = json.loads(json.dumps(_flat(load_config(None, {"method": cfg.method}).to_dict())))
     for f in sorted(folder.glob(f"*-seed{seed}.json")):
         try:
             rec = json.loads(f.read_text())
@@ -305,7 +307,7 @@ def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot:
             continue
         if any(k.startswith("lowshot") for k in m) != lowshot:
             continue
-        have = _flat(rec["config"])
+        have = defaults | _flat(rec["config"])
         if all(have.get(k) == want.get(k) for k in have.keys() | want.keys() if k not in NON_RESULT_KEYS):
             return f
     return None
