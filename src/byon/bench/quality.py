@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
@@ -10,7 +9,6 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import torch
 
 from byon.config import DataConfig, parse_set
 from byon.data import load_dataset
-from byon.engine.processes import plan_processes
+from byon.engine.processes import plan_processes, torch_threads
 from byon.engine.run import train
 from byon.errors import ByonError, unknown
 from byon.eval.baselines import pca_features, pixel_features, pixel_mean
@@ -252,12 +250,12 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
     method = cfg.method
     run_cfg = _run_config(run, cfg)
     done = run / "summary.json"
+    mark = {"sweep": True} if sweep else {}
     twin = None if done.is_file() else twin_record(out_json.parent, seed, cfg, split, lowshot)
     if twin is not None:  # the same experiment under another name (e.g. Table 1's full row = the default)
         record = json.loads(twin.read_text()) | {"name": name, "overrides": list(extra or []),
                                                 "same_run_as": twin.name, "command": shlex.join(sys.argv)}
-        record |= {"sweep": True} if sweep else {}
-        write_json(out_json, record)
+        write_json(out_json, record | mark)
         return out_json
     if not done.is_file() or "interrupted" in json.loads(done.read_text()):  # a signal stopped it: continue it
         train(cfg, run, resume="auto")  # a fresh start in a new directory, else the run continues
@@ -268,25 +266,13 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
               "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
               # the training's environment; a summary from before `dirty` was recorded leaves it None (unknown)
               **{k: summary.get(k) for k in ("commit", "dirty", "hardware", "torch", "resolved")},
-              "command": shlex.join(sys.argv)} | ({"sweep": True} if sweep else {})
-    with run_threads(cfg.train.num_threads):
+              "command": shlex.join(sys.argv)} | mark
+    # the command's thread count also for the evaluation: a finished run is evaluated by a fresh process that
+    # would take every core, beside the other 1-thread jobs of a queue (scripts/bench/v2-queue.sh)
+    with torch_threads(cfg.train.num_threads):
         record |= {"metrics": _frozen_metrics(run, p, seed, root, split, lowshot), "eval_env": _env()}
     write_json(out_json, record)
     return out_json
-
-
-@contextlib.contextmanager
-def run_threads(n: int | None) -> Iterator[None]:
-    """Evaluate with the run's `train.num_threads` when it sets one, and give the process its thread count back
-    afterwards. Training sets it in-process, but a finished run is evaluated by a fresh process that would take
-    every core, beside the other 1-thread jobs of a queue (`scripts/bench/v2-queue.sh`)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot: bool = True) -> Path | None:

@@ -42,6 +42,7 @@ CLAIMS = {
     "Table 6": [(f"mask_ratio-r0{r}_ian", f"mask_ratio-r0{r}_noian") for r in (50, 60, 70)],
 }
 TABLES = {"Table 1": TABLE1, "Table 4": TABLE4, "Table 6": TABLE6}
+ABLATION_TAGS = frozenset(tag for table in TABLES.values() for tag, _, _ in table)
 METRICS = ("finetune", "linear", "knn", "lowshot10")
 # Table 2 (appendix A): ImageNet-1K fine-tune top-1, mean ± std over five seeds; (record name, label, mean, std)
 TABLE2 = [("simmim", "SimMIM", 82.54, 0.15), ("mae", "MAE", 82.78, 0.20), ("diffmae", "DiffMAE", 82.60, 0.33),
@@ -51,7 +52,7 @@ TABLE2_METRICS = {"knn": "kNN", "linear": "linear", "lowshot10": "10-shot", "fin
 
 def load_rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
     """sweep tag → its records (one per seed), from results/<protocol>/<tag>[-<hash>]-seed<s>.json."""
-    tags = {tag for table in TABLES.values() for tag, _, _ in table} | {name for name, *_ in TABLE2}
+    tags = ABLATION_TAGS | {name for name, *_ in TABLE2}
     out: dict[str, list[dict[str, Any]]] = {}
     for f in sorted(folder.glob("*-seed*.json")):
         rec = json.loads(f.read_text())
@@ -93,7 +94,7 @@ def render_reproduction(results: Path, protocol: str, out: Path) -> Path:
     """Write `out` from results/<protocol>/ (the sweeps) and the val screens results/tune/<protocol>/byon*.md
     (byon-reading.md: the reading, one factor at a time; byon.md and byon-*.md: the steps after it)."""
     rows = load_rows(results / protocol)
-    ablations = [recs for tag, recs in rows.items() if any(tag == t for table in TABLES.values() for t, _, _ in table)]
+    ablations = [recs for tag, recs in rows.items() if tag in ABLATION_TAGS]
     metric = next((m for m in METRICS if ablations and all(r["metrics"].get(m) is not None
                                                               for recs in ablations for r in recs)), "linear")
     values = {tag: [r["metrics"][metric] for r in recs if r["metrics"].get(metric) is not None]

@@ -4,14 +4,15 @@ one pass over a grid of features × learning rates, as in DINOv2's linear evalua
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from byon.data.imagedata import subset_indices
+from byon.engine.processes import torch_threads
 from byon.errors import ByonError, unknown
 from byon.eval.knn import check_split, count_classes, topk_accuracy
 
@@ -27,19 +28,10 @@ def probe_head(dim: int, num_classes: int, generator: torch.Generator | None = N
     return head
 
 
-@contextmanager
-def _single_thread(device: torch.device) -> Iterator[None]:
+def _single_thread(device: torch.device) -> AbstractContextManager[None]:
     # (256, D) steps are too small to split across threads; on a busy CPU the thread barriers made the
     # probe ~10x slower than one thread
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return torch_threads(1 if device.type == "cpu" else None)
 
 
 def linear_probe(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, epochs: int = 30,
