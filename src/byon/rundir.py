@@ -25,7 +25,7 @@ import pickle
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -262,6 +262,18 @@ def load_run(run_dir: str | Path, map_location: str = "cpu", readout: dict[str, 
 def pick_device(device: str | None = None) -> torch.device:
     """`device`, else cuda where there is one, else cpu."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` for the block (None: left as it is), and given back after it."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_run_for(run_dir: str | Path, hook: str | None, purpose: str, device: str | None = None,

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from byon.config import TrainConfig
-from byon.engine.processes import physical_cores, plan_processes, torch_threads
+from byon.engine.processes import physical_cores, plan_processes
 from byon.errors import ByonError
 
 
@@ -80,19 +80,3 @@ def test_pretrain_by_default_uses_every_core_and_trains_as_one_process_does(tmp_
     summary = json.loads((tmp_path / "default" / "summary.json").read_text())
     assert (summary["world_size"], summary["global_batch"]) == (cores, 16)
     assert losses(tmp_path / "default") == pytest.approx(losses(tmp_path / "one"), rel=1e-5, abs=1e-7)
-
-
-def test_torch_threads_sets_the_count_for_the_block_and_gives_it_back():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with torch_threads(None):
-            assert torch.get_num_threads() == 2
-        with pytest.raises(RuntimeError), torch_threads(1):
-            assert torch.get_num_threads() == 1
-            raise RuntimeError("given back on errors too")
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from byon.cli import main
 from byon.engine import runlock
 from byon.engine.runlock import LOCK_NAME, RunLock
-from byon.rundir import read_checkpoint
+from byon.rundir import read_checkpoint, torch_threads
 
 TINY = ["--method", "mae", "--dataset", "synthetic", "--subset", "64", "--model", "vit-test", "--batch-size", "16",
         "--no-progress", "--epochs", "1"]
@@ -133,3 +134,17 @@ def test_overwrite_and_resume_together(tmp_path, user_error):
     assert main(["pretrain", *TINY, "--out", str(tmp_path / "run"), "--overwrite", "--resume", "auto"]) == 2
     assert user_error() == "--overwrite clears the run directory and --resume continues it; give one of them"
     assert not (tmp_path / "run").exists()
+
+
+def test_torch_threads_sets_the_count_for_the_block_and_gives_it_back():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch_threads(None):
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("given back on errors too")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -17,7 +17,7 @@ import torch
 
 from byon.config import DataConfig, parse_set
 from byon.data import load_dataset
-from byon.engine.processes import plan_processes, torch_threads
+from byon.engine.processes import plan_processes
 from byon.engine.run import train
 from byon.errors import ByonError, unknown
 from byon.eval.baselines import pca_features, pixel_features, pixel_mean
@@ -27,7 +27,7 @@ from byon.eval.knn import knn_classify
 from byon.eval.linear import linear_probe
 from byon.methods import METHODS, load_config
 from byon.provenance import git_commit, git_dirty, hardware
-from byon.rundir import write_json
+from byon.rundir import torch_threads, write_json
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ to the sample (`byon.draws`), so the run trains the same as one process would, u
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +22,6 @@ from byon.config import TrainConfig
 from byon.errors import ByonError
 
 MEASURED = "on 2 cores DDP gave 1.95x one thread, 2 threads in one process 1.73x"
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to `n` for the block (None: left as it is), and given back after it."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

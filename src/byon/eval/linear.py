@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from byon.data.imagedata import subset_indices
-from byon.engine.processes import torch_threads
 from byon.errors import ByonError, unknown
 from byon.eval.knn import check_split, count_classes, topk_accuracy
+from byon.rundir import torch_threads
 
 # base lr at batch 256, scaled linearly with the batch (MAE: blr 0.1, momentum 0.9, wd 0)
 BASE_LR = {"sgd": 0.1, "adamw": 1e-3}
