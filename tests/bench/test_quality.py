@@ -177,6 +177,12 @@ def test_report_renders_tables_from_the_jsons(tmp_path):
     v2, v1 = text.index("## p: protocol v2"), text.index("## p-v1: protocol v1, untuned")
     assert v2 < text.index("| mae | `optim.blr=1e-3` | 90.00 | 89.00 | — | 2 / 8 |") < v1
     assert "| byon | `optim.blr=2e-3` | 80.00 | 79.00 | cls (mean: 81.50 / 80.25) | 2 / 8 |" in text
+    # the test records read the mean feature (the default moved after the winner was recorded): val shows it too
+    (results / "byon-seed0.json").write_text(json.dumps(
+        {"name": "byon", "method": "byon", "seed": 0, "wall_time_s": 60.0, "images_per_s": 100.0,
+         "flops_per_image": 2e8, "metrics": {"knn": 1.0, "linear": 2.0, "default_feature": "mean"}}))
+    text = render(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
+    assert "| byon | `optim.blr=2e-3` | 81.50 | 80.25 | mean (cls: 80.00 / 79.00) | 2 / 8 |" in text
 
 
 def test_train_time_of_a_resumed_run_comes_from_the_rates_logged_over_the_whole_run(tmp_path):

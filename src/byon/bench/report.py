@@ -103,8 +103,11 @@ def _version(protocol: str) -> str | None:
     return tail if head and tail[:1] == "v" and tail[1:].isdigit() else None
 
 
-def tuned_table(results: Path, protocol: str) -> list[str]:
-    """The val-tuned settings of each method (`byon bench tune`'s <method>-winner.json) with their val scores."""
+def tuned_table(results: Path, protocol: str, features: dict[str, str] | None = None) -> list[str]:
+    """The val-tuned settings of each method (`byon bench tune`'s <method>-winner.json) with their val scores.
+
+    `features` maps a method to the feature its test records read out; its val scores are shown for that feature
+    (a winner recorded before the method's default feature changed scored the old one)."""
     # <method>-winner.json: the method's final choice (a coordinate-search step's <method>-<step>-winner.json is not)
     winners = [w for f in sorted((results / "tune" / protocol).glob("*-winner.json"))
                if (w := json.loads(f.read_text()))["method"] == f.name.removesuffix("-winner.json")]
@@ -116,8 +119,10 @@ def tuned_table(results: Path, protocol: str) -> list[str]:
              "screen / full epochs |", "|---|---|---|---|---|---|"]
     for w in winners:
         sets = " ".join(f"`{s}`" for s in w["sets"] if not s.startswith(("data.val_size=", "train.num_threads=")))
-        v = w["val"]
-        feature = v.get("default_feature", "—")
+        v = dict(w["val"])
+        feature = (features or {}).get(w["method"]) or v.get("default_feature", "—")
+        if f"linear_{feature}" in v and f"knn_{feature}" in v:
+            v["linear"], v["knn"] = v[f"linear_{feature}"], v[f"knn_{feature}"]
         other = "; ".join(f"{f}: {v[f'linear_{f}']:.2f} / {v[f'knn_{f}']:.2f}" for f in ("cls", "mean")
                           if f != feature and f"linear_{f}" in v and f"knn_{f}" in v)
         lines.append(f"| {w['method']} | {sets} | {v['linear']:.2f} | {v['knn']:.2f} | {feature}"
@@ -144,7 +149,9 @@ def render(results: Path, out: Path) -> Path:
         lines += [title, "", "Top-1 (%) on the test split; `kNN`/`linear`/`n-shot` use each method's "
                   "default feature (`cls` or `mean`), the other columns name theirs. Mean ± std over seeds.", ""]
         if version is None:
-            lines += tuned_table(results, protocol)
+            features = {r.get("method", r["name"]): r["metrics"]["default_feature"] for r in records
+                        if r["metrics"].get("default_feature") and r["name"] == r.get("method", r["name"])}
+            lines += tuned_table(results, protocol, features)
         lines += protocol_table(records)
         lines += ["", "Measured on: " + "; ".join(f"{h}, torch {t}, commit {c}" for h, t, c in envs), ""]
         if any(r.get("wall_time_estimated") for r in records):
