@@ -40,6 +40,18 @@ def test_cost_section_renders_the_flops_record(tmp_path):
     assert "| byon | `byon.encoder_tokens=visible` | 0.385 | 1.81 |" in cost_section(f)
 
 
+def test_speed_rows_put_byon_beside_diffmae(tmp_path):
+    from byon.bench.reproduction import speed_rows
+
+    assert speed_rows(tmp_path) == []
+    for name, ips, cfg in (("diffmae", 250.0, None), ("byon-default", 125.0, "configs/byon/default.yaml")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"method": name.split("-")[0], "config_file": cfg, "speed": {
+            "train_images_per_s": ips, "flops_per_image": 3.26e8}}))
+    text = "\n".join(speed_rows(tmp_path))
+    assert "| byon-default | `configs/byon/default.yaml` | 125 | 2.00 | 0.326 |" in text
+    assert "| diffmae | built-in recipe | 250 | 1.00 | 0.326 |" in text
+
+
 def test_the_val_screens_are_rendered_reading_first(tmp_path):
     tune = tmp_path / "results" / "tune" / "p"
     tune.mkdir(parents=True)

@@ -191,7 +191,28 @@ def cost_section(path: Path) -> list[str]:
 
     lines += [f"| {r['method']} | {settings(r)} | {r['gflops_per_image']:.3f} | {r['over_diffmae']:.2f} |"
               for r in rec["rows"]]
+    return [*lines, "", *speed_rows(path.parent.parent / "speed-cpu")]
+
+
+SPEED_ROWS = ("diffmae", "simmim", "mae", "maskdit", "byon", "byon-default")
+
+
+def speed_rows(speed: Path) -> list[str]:
+    """Measured training images/s of BYON beside DiffMAE and SimMIM (`byon bench speed` records, machine idle)."""
+    recs = {n: json.loads(f.read_text()) for n in SPEED_ROWS if (f := speed / f"{n}.json").is_file()}
+    base = recs.get("diffmae", {}).get("speed", {}).get("train_images_per_s")
+    if not recs or not base:
+        return []
+    lines = ["Measured training speed (`byon bench speed`, steady state, one thread, nothing else running; "
+             "RESULTS.md's speed section has the commands):", "",
+             "| record | settings | train img/s | DiffMAE's img/s ÷ this | GFLOPs / image |", "|---|---|---|---|---|"]
+    for name, r in recs.items():
+        sp = r["speed"]
+        what = f"`{r['config_file']}`" if r.get("config_file") else (
+            "the spec's reading (built-in recipe)" if r["method"] == "byon" else "built-in recipe")
+        lines.append(f"| {name} | {what} | {sp['train_images_per_s']:.0f} | "
+                     f"{base / sp['train_images_per_s']:.2f} | {sp['flops_per_image'] / 1e9:.3f} |")
     return [*lines, ""]
 
 
-__all__ = ["CLAIMS", "TABLE2", "TABLES", "cost_section", "table2_section", "render_reproduction", "verdict"]
+__all__ = ["CLAIMS", "TABLE2", "TABLES", "cost_section", "speed_rows", "table2_section", "render_reproduction", "verdict"]
