@@ -215,4 +215,5 @@ def speed_rows(speed: Path) -> list[str]:
     return [*lines, ""]
 
 
-__all__ = ["CLAIMS", "TABLE2", "TABLES", "cost_section", "speed_rows", "table2_section", "render_reproduction", "verdict"]
+__all__ = ["CLAIMS", "TABLE2", "TABLES", "cost_section", "render_reproduction", "speed_rows", "table2_section",
+           "verdict"]
