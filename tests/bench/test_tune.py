@@ -98,6 +98,18 @@ def test_a_short_screen_is_confirmed_at_the_protocols_length(tmp_path, monkeypat
     winner = json.loads((results / "tune" / "smoke" / "mae-winner.json").read_text())
     assert f"{winner['cell']}-e2-seed0.json" in recs and winner["screen_epochs"] == 1 and winner["epochs"] == 2
     assert "## Confirmation (2 epochs, the best 2 screen cells)" in table.read_text()
+    # the third cell's settings trained at full length by another step (another cell name): that record joins the
+    # confirmation as a copy, without training, and the winner has to beat it
+    [third] = [c for c in ("blr=1e-3", "blr=1e-4", "blr=1e-5") if f"{c}-e2-seed0.json" not in recs]
+    old = Axis("step", (("old", (f"optim.{third}",)),))
+    bench_tune("smoke", ["mae"], [old], runs, results, name="{method}-old", extra=["data.subset=256"])
+    ran = len(list(runs.glob("tune/smoke/mae/*")))
+    [table] = bench_tune("smoke", ["mae"], axes, runs, results, stage="table", **kw)
+    copy = json.loads((results / "tune" / "smoke" / "mae" / f"{third}-e2-seed0.json").read_text())
+    assert copy["same_run_as"] == "step=old-e2-seed0.json" and len(list(runs.glob("tune/smoke/mae/*"))) == ran
+    text = table.read_text()
+    assert "best 2 screen cells, and 1 already on file at 2 epochs from an earlier step, not re-run)" in text
+    assert f"| {third} |" in text.split("## Confirmation")[1]
 
 
 def test_a_compute_budget_keeps_costlier_cells_out_of_the_choice(tmp_path):

@@ -232,6 +232,16 @@ def run_method(method: str | None, seed: int, protocol: str, runs: Path, results
                                  sweep=sweep)
 
 
+def record_config(method: str | None, seed: int, protocol: str, root: str | None = None,
+                  extra: list[str] | None = None, epochs: int | None = None, config: Path | None = None) -> Any:
+    """The training config of a protocol record (`pretrain_and_evaluate`'s arguments), without running it."""
+    overrides = PROTOCOLS[protocol].overrides(root, seed=seed, progress=False,
+                                              **({} if epochs is None else {"epochs": epochs}))
+    if method is not None:
+        overrides["method"] = method
+    return load_config(config, overrides, sets=extra or [])
+
+
 def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Path, out_json: Path, name: str,
                           root: str | None = None, extra: list[str] | None = None, epochs: int | None = None,
                           config: Path | None = None, split: str = "test", lowshot: bool = True,
@@ -243,10 +253,7 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
     p = PROTOCOLS[protocol]
     if out_json.is_file():
         return out_json
-    overrides = p.overrides(root, seed=seed, progress=False, **({} if epochs is None else {"epochs": epochs}))
-    if method is not None:
-        overrides["method"] = method
-    cfg = load_config(config, overrides, sets=extra or [])
+    cfg = record_config(method, seed, protocol, root, extra, epochs, config)
     method = cfg.method
     run_cfg = _run_config(run, cfg)
     done = run / "summary.json"

@@ -2,8 +2,10 @@
 
 Each cell pretrains on the training split minus the protocol's `val_size` held-out images and scores kNN and the
 linear probe on those images. The screen runs every cell for `epochs` (cheap); the confirm stage re-runs the
-`confirm` best screen cells at the protocol's full length; the winner is the best confirmed cell by val linear
-top-1 (val kNN breaks ties). One JSON per cell, a Markdown table per method; every part resumes.
+`confirm` best screen cells at the protocol's full length, and a screen cell whose full-length record is already on
+file (the current recipe, from an earlier step) joins them at no cost, so a later step's winner has to beat it; the
+winner is the best confirmed cell by val linear top-1 (val kNN breaks ties). One JSON per cell, a Markdown table per
+method; every part resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from byon.bench.quality import PROTOCOLS, pretrain_and_evaluate, run_pixels
+from byon.bench.quality import PROTOCOLS, pretrain_and_evaluate, record_config, run_pixels, twin_record
 from byon.errors import ByonError, unknown
 from byon.methods import METHODS
 from byon.rundir import write_json
@@ -193,6 +195,13 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         top = ranked[:confirm] if screen_epochs != full else ranked[:1 if confirm else 0]
         sets_of = dict(grid)
         confirmed: dict[str, dict[str, Any]] = {}
+        # cells already trained at full length (a twin record on file): confirmed by copying, no training
+        on_file = [] if screen_epochs == full else [
+            c for c in ranked[len(top):] if (where / f"{c}-e{full}-seed{seed}.json").is_file() or twin_record(
+                where, seed, record_config(m, seed, protocol, root, [*base, *sets_of[c]], full, config), "val",
+                lowshot=False)]
+        for c in on_file:  # a copy of the record on file, in every stage (and shard): nothing trains
+            run(c, sets_of[c], full)
         if screen_epochs != full and stage in ("confirm", "all"):
             for k, c in enumerate(top):
                 if k % n == i:
@@ -200,9 +209,9 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         if screen_epochs == full:
             confirmed = {c: screen[c] for c in top}
         else:
-            paths = {c: where / f"{c}-e{full}-seed{seed}.json" for c in top}
+            paths = {c: where / f"{c}-e{full}-seed{seed}.json" for c in [*top, *on_file]}
             confirmed = {c: json.loads(f.read_text()) for c, f in paths.items() if f.is_file()}
-        winner = (max(confirmed, key=lambda c: _score(confirmed[c])) if top and len(confirmed) == len(top)
+        winner = (max(confirmed, key=lambda c: _score(confirmed[c])) if top and all(c in confirmed for c in top)
                   else None)
         table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
                            sets_of, len(top), max_gflops=max_gflops, pixels=pixels)
@@ -261,7 +270,10 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
                       "winner."]
         return "\n".join(lines) + "\n"
     if screen_epochs != full and confirmed:
-        lines += ["", f"## Confirmation ({full} epochs, the best {n_confirm} screen cells)", "", *head]
+        extra = len(confirmed) - n_confirm
+        lines += ["", f"## Confirmation ({full} epochs, the best {n_confirm} screen cells"
+                      + (f", and {extra} already on file at {full} epochs from an earlier step, not re-run"
+                         if extra > 0 else "") + ")", "", *head]
         lines += [row(c, confirmed[c]) for c in sorted(confirmed, key=lambda c: _score(confirmed[c]), reverse=True)]
     elif screen_epochs != full:
         lines += ["", f"Confirmation ({full} epochs, the best {n_confirm} screen cells): not run yet."]
