@@ -2,7 +2,7 @@
 # The remaining protocol-v2 CPU queue on this 2-core machine, in priority order (benchmarks/README.md). Every
 # command skips what is finished, so re-running this script resumes it; commit results/ after each step.
 #   scripts/bench/v2-queue.sh            # all steps
-#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | knobs | baselines |
+#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | knobs | optim | baselines |
 #                                        #           baselines-test | epochs3x | byon-ablations
 # The order is the developers' guide's: protocol v2 for every method before BYON's ablations.
 # Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here: the
@@ -56,6 +56,26 @@ if [[ $step == all || $step == knobs ]]; then
       --set "${MAE_SET[@]}" &
     $BYON "${T[@]}" --methods byon --grid-file configs/tune/v2/byon-mask.yaml --name byon-mask --stage $stage \
       --set "${BYON_SET[@]}" &
+    wait
+  done
+fi
+
+if [[ $step == all || $step == optim ]]; then
+  # MAE's weight decay and warm-up at full length (configs/tune/v2/mae-optim.yaml; its `base` cell is a copy, so
+  # each shard trains one cell), then BYON's own base lr (configs/tune/v2/byon-lr.yaml: screen, confirm 2)
+  MAE_SET=(train.devices=1 train.num_threads=1 optim.blr=1.5e-3 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]")
+  BYON_SET=(train.devices=1 train.num_threads=1 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]"
+            byon.encoder_tokens=visible byon.beta_scale=0.05 byon.lambda_con=0.1 byon.decoder_depth=1)
+  for i in 0 1; do
+    $BYON bench tune --protocol fmnist-cpu --methods mae --grid-file configs/tune/v2/mae-optim.yaml --name mae-optim \
+      --confirm 1 --shard $i/2 --set "${MAE_SET[@]}" &
+  done
+  wait
+  for stage in screen confirm; do
+    for i in 0 1; do
+      $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 --confirm 2 --name byon-lr \
+        --grid-file configs/tune/v2/byon-lr.yaml --stage $stage --shard $i/2 --set "${BYON_SET[@]}" &
+    done
     wait
   done
 fi
