@@ -251,18 +251,20 @@ def test_a_finished_run_is_evaluated_with_the_threads_the_command_gives_it(tmp_p
         torch.set_num_threads(before)
 
 
+def nested(flat: dict) -> dict:
+    """A record's nested config from its flat `section.key` form."""
+    out: dict = {}
+    for key, v in flat.items():
+        *head, last = key.split(".")
+        d = out
+        for h in head:
+            d = d.setdefault(h, {})
+        d[last] = v
+    return out
+
+
 def test_a_record_from_before_a_new_setting_still_twins_at_that_settings_default(tmp_path):
     from byon.bench.quality import _resolved, twin_record
-
-    def nested(flat: dict) -> dict:
-        out: dict = {}
-        for key, v in flat.items():
-            *head, last = key.split(".")
-            d = out
-            for h in head:
-                d = d.setdefault(h, {})
-            d[last] = v
-        return out
 
     cfg = load_config(None, {"method": "mae", "data": {"dataset": "synthetic"}})
     old = {k: v for k, v in json.loads(json.dumps(_resolved(cfg))).items() if k != "data.storage"}  # predates it
@@ -272,3 +274,29 @@ def test_a_record_from_before_a_new_setting_still_twins_at_that_settings_default
     streamed = load_config(None, {"method": "mae", "data": {"dataset": "synthetic", "storage": "stream"}})
     assert twin_record(tmp_path, 0, streamed) is None  # another value of the new setting: another experiment
     assert twin_record(tmp_path, 1, cfg) is None and twin_record(tmp_path, 0, cfg, split="val") is None
+
+
+def test_a_copy_reads_the_feature_the_method_reads_out_now(tmp_path):
+    from byon.bench.quality import _resolved, read_as, twin_record
+    from byon.methods import METHODS
+
+    cfg = load_config(None, {"method": "byon", "data": {"dataset": "synthetic"}, "byon": {"encoder_tokens": "visible"}})
+    assert METHODS["byon"].feature_of(cfg.method_cfg) == "mean"
+    assert METHODS["mae"].feature_of(load_config(None, {"method": "mae"}).method_cfg) == "mean"
+    # scored when BYON's default read CLS: both features' scores are in it, its copy reads the mean ones
+    m = {"split": "val", "default_feature": "cls", "knn": 1.0, "linear": 2.0, "knn_cls": 1.0, "linear_cls": 2.0,
+         "knn_mean": 3.0, "linear_mean": 4.0}
+    assert read_as(m, "mean") == m | {"default_feature": "mean", "knn": 3.0, "linear": 4.0}
+    assert read_as(m, "cls") is m
+    low = m | {"lowshot10": 5.0, "lowshot10_cls": 5.0, "lowshot10_mean": 6.0, "lowshot10_mean_std": 0.1}
+    assert read_as(low, "mean")["lowshot10"] == 6.0 and read_as(low, "mean")["lowshot10_mean_std"] == 0.1
+    with pytest.raises(ByonError, match="cannot be re-read"):
+        read_as(m | {"finetune": 80.0}, "mean")
+    # a test record fine-tuned through the other feature is no twin: a fresh run would fine-tune another way
+    rec = {"name": "byon", "seed": 0, "config": nested(json.loads(json.dumps(_resolved(cfg)))),
+           "metrics": m | {"split": "test", "lowshot10": 1.0}}
+    (tmp_path / "byon-seed0.json").write_text(json.dumps(rec))
+    assert twin_record(tmp_path, 0, cfg) == tmp_path / "byon-seed0.json"
+    rec["metrics"]["finetune"] = 80.0
+    (tmp_path / "byon-seed0.json").write_text(json.dumps(rec))
+    assert twin_record(tmp_path, 0, cfg) is None

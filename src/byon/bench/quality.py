@@ -262,6 +262,7 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
     if twin is not None:  # the same experiment under another name (e.g. Table 1's full row = the default)
         record = json.loads(twin.read_text()) | {"name": name, "overrides": list(extra or []),
                                                 "same_run_as": twin.name, "command": shlex.join(sys.argv)}
+        record["metrics"] = read_as(record["metrics"], METHODS[method].feature_of(cfg.method_cfg))
         write_json(out_json, record | mark)
         return out_json
     if not done.is_file() or "interrupted" in json.loads(done.read_text()):  # a signal stopped it: continue it
@@ -282,6 +283,20 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
     return out_json
 
 
+def read_as(metrics: dict[str, Any], feature: str) -> dict[str, Any]:
+    """A record's metrics with its headline scores (kNN, linear, low-shot) read from `feature`, the method's
+    default read-out now: a record scored when the default was the other feature keeps both features' scores,
+    so its copy scores what a fresh run would. Fine-tuning pools one feature and cannot be re-read."""
+    if metrics.get("default_feature", feature) == feature or metrics.get(f"knn_{feature}") is None:
+        return metrics
+    if "finetune" in metrics:
+        raise ByonError(f"a fine-tuned record read out by {metrics['default_feature']} cannot be re-read by {feature}")
+    out = dict(metrics, default_feature=feature, knn=metrics[f"knn_{feature}"], linear=metrics[f"linear_{feature}"])
+    for k in [k for k in metrics if k.startswith("lowshot") and k[len("lowshot"):].isdigit()]:
+        out[k] = metrics[f"{k}_{feature}"]
+    return out
+
+
 def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot: bool = True) -> Path | None:
     """A record in `folder` of the same experiment: seed `seed`, trained with `cfg` up to `NON_RESULT_KEYS` and
     scored the same way (split, with or without low-shot and fine-tuning). Rows of different tables that are one
@@ -290,6 +305,7 @@ def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot:
     lacks (a setting added since) counts at its default: new settings default to the behaviour before them."""
     want = json.loads(json.dumps(_resolved(cfg)))  # tuples as the records' JSON lists
     defaults = json.loads(json.dumps(_flat(load_config(None, {"method": cfg.method}).to_dict())))
+    feature = METHODS[cfg.method].feature_of(cfg.method_cfg)
     for f in sorted(folder.glob(f"*-seed{seed}.json")):
         try:
             rec = json.loads(f.read_text())
@@ -300,6 +316,8 @@ def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot:
             continue
         if any(k.startswith("lowshot") for k in m) != lowshot:
             continue
+        if "finetune" in m and m.get("default_feature", feature) != feature:
+            continue  # fine-tuned through another feature: a copy could not score what a fresh run would
         have = defaults | _flat(rec["config"])
         if all(have.get(k) == want.get(k) for k in have.keys() | want.keys() if k not in NON_RESULT_KEYS):
             return f

@@ -57,6 +57,12 @@ class Method(nn.Module):
         return self
 
     # --- what evaluation reads ---------------------------------------------------------------------
+    @classmethod
+    def feature_of(cls, cfg: Any) -> str:
+        """The feature `top1` reports for the method config `cfg` (the instance's `default_feature`), known
+        without building the model: the class's unless one of its settings picks it."""
+        return cls.default_feature
+
     def eval_encoder(self) -> ViTEncoder:
         """The encoder frozen evaluation and export use."""
         return self.encoder

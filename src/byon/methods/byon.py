@@ -118,6 +118,12 @@ class BYON(BootstrapTeacher):
     recipe = {"optim": {"blr": 1.5e-4, "betas": [0.9, 0.95], "weight_decay": 0.05}}
     run_figures = ("ian-timesteps",)  # appendix C's figure 9 at the end of every run (analysis/timesteps.py)
 
+    @classmethod
+    def feature_of(cls, cfg: BYONConfig) -> str:
+        """Read out like the encoder it is: MAE-style (visible tokens) → mean of the patch tokens, as MAE; the
+        spec's full sequence → CLS. Chosen on val per reading (configs/byon/README.md, "Read-out feature")."""
+        return "mean" if cfg.encoder_tokens == "visible" else "cls"
+
     def __init__(self, cfg: BYONConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
         cfg.validate()
@@ -125,9 +131,7 @@ class BYON(BootstrapTeacher):
         D = shape.embed_dim
         self.mask_ratio = cfg.mask_ratio if cfg.demask else 0.0
         self.visible_only = cfg.demask and cfg.encoder_tokens == "visible"
-        # read out like the encoder it is: MAE-style (visible tokens) → mean of the patch tokens, as MAE; the spec's
-        # full sequence → CLS. Chosen on val per reading (configs/byon/README.md, "Read-out feature").
-        self.default_feature = "mean" if cfg.encoder_tokens == "visible" else "cls"
+        self.default_feature = self.feature_of(cfg)
         self.encoder = ViTEncoder(shape)
         self.diffusion = DDPMSchedule(cfg.num_timesteps, beta_scale=cfg.beta_scale, kind=cfg.schedule)
         self.register_buffer("t_hist", torch.zeros(cfg.num_timesteps, dtype=torch.long))  # figure 9

@@ -38,6 +38,10 @@ class Supervised(Method):
     recipe = {"optim": {"blr": 5e-4, "lr_scale_batch": 512, "betas": [0.9, 0.999], "weight_decay": 0.05}}
     default_feature = "cls"
 
+    @classmethod
+    def feature_of(cls, cfg: SupervisedConfig) -> str:
+        return cfg.pool  # the feature the head is trained on
+
     def __init__(self, cfg: SupervisedConfig, shape: EncoderShape, info: DataInfo) -> None:
         super().__init__()
         if not info.num_classes:
@@ -48,7 +52,7 @@ class Supervised(Method):
         self.head = nn.Linear(shape.embed_dim, info.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        self.default_feature = cfg.pool
+        self.default_feature = self.feature_of(cfg)
 
     def forward(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         images, labels = batch["image"], batch["label"]  # (B, C, H, W), (B,)
