@@ -47,7 +47,8 @@ fi
 
 if [[ $step == all || $step == knobs ]]; then
   # MAE's and BYON's own knobs on val, for their kNN gap to raw pixels (configs/tune/v2/{mae-knobs,byon-mask}.yaml);
-  # a winner that moves goes into configs/ by hand, and that method's test seeds are re-run
+  # a winner that moves goes into configs/ by hand, and that method's test seeds are re-run. BYON's steps keep the
+  # combination step's budget (1.6 x DiffMAE's training GFLOPs per image, the bound)
   MAE_SET=(train.devices=1 train.num_threads=1 optim.blr=1.5e-3 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]")
   BYON_SET=("${MAE_SET[@]}" byon.encoder_tokens=visible byon.beta_scale=0.05 byon.lambda_con=0.1 byon.decoder_depth=1)
   T=(bench tune --protocol fmnist-cpu --epochs 2 --confirm 2)
@@ -55,7 +56,7 @@ if [[ $step == all || $step == knobs ]]; then
     $BYON "${T[@]}" --methods mae --grid-file configs/tune/v2/mae-knobs.yaml --name mae-knobs --stage $stage \
       --set "${MAE_SET[@]}" &
     $BYON "${T[@]}" --methods byon --grid-file configs/tune/v2/byon-mask.yaml --name byon-mask --stage $stage \
-      --set "${BYON_SET[@]}" &
+      --max-gflops 0.341 --set "${BYON_SET[@]}" &
     wait
   done
 fi
@@ -73,7 +74,7 @@ if [[ $step == all || $step == optim ]]; then
   wait
   for stage in screen confirm; do
     for i in 0 1; do
-      $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 --confirm 2 --name byon-lr \
+      $BYON bench tune --protocol fmnist-cpu --methods byon --epochs 2 --confirm 2 --name byon-lr --max-gflops 0.341 \
         --grid-file configs/tune/v2/byon-lr.yaml --stage $stage --shard $i/2 --set "${BYON_SET[@]}" &
     done
     wait

@@ -108,7 +108,7 @@ def test_a_short_screen_is_confirmed_at_the_protocols_length(tmp_path, monkeypat
     copy = json.loads((results / "tune" / "smoke" / "mae" / f"{third}-e2-seed0.json").read_text())
     assert copy["same_run_as"] == "step=old-e2-seed0.json" and len(list(runs.glob("tune/smoke/mae/*"))) == ran
     text = table.read_text()
-    assert "best 2 screen cells, and 1 already on file at 2 epochs from an earlier step, not re-run)" in text
+    assert "best 2 screen cells, and 1 whose 2-epoch record was already on file, not re-run)" in text
     assert f"| {third} |" in text.split("## Confirmation")[1]
 
 
@@ -139,3 +139,22 @@ def test_a_screen_only_grid_renders_without_confirming_or_naming_a_winner(tmp_pa
     assert "Screen only" in table.read_text() and not (results / "tune" / "smoke" / "mae-winner.json").exists()
     with pytest.raises(ByonError, match="--confirm"):
         bench_tune("smoke", ["mae"], axes, runs, results, confirm=-1)
+
+
+def test_a_cell_over_the_budget_with_a_full_record_is_shown_but_never_wins(tmp_path, monkeypatch):
+    import dataclasses
+
+    from byon.bench.quality import PROTOCOLS
+
+    monkeypatch.setitem(PROTOCOLS, "smoke", dataclasses.replace(PROTOCOLS["smoke"], epochs=2))
+    axes = [parse_axis("mae.decoder_depth=1,4")]
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    kw = dict(extra=["data.subset=256"], epochs=1)
+    bench_tune("smoke", ["mae"], axes, runs, results, confirm=2, **kw)  # no budget yet: both run at 2 epochs
+    recs = {p.name: json.loads(p.read_text()) for p in (results / "tune" / "smoke" / "mae").glob("*-e2-seed0.json")}
+    cheap, dear = sorted(r["flops_per_image"] for r in recs.values())
+    [table] = bench_tune("smoke", ["mae"], axes, runs, results, confirm=2, stage="table",
+                         max_gflops=(cheap + dear) / 2e9, **kw)
+    confirmation = table.read_text().split("## Confirmation")[1]
+    assert "| decoder_depth=4 † |" in confirmation and "| decoder_depth=1 |" in confirmation
+    assert json.loads((results / "tune" / "smoke" / "mae-winner.json").read_text())["cell"] == "decoder_depth=1"

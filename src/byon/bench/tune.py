@@ -196,10 +196,11 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         sets_of = dict(grid)
         confirmed: dict[str, dict[str, Any]] = {}
         # cells already trained at full length (a twin record on file): confirmed by copying, no training
+        # (a cell over the budget with one on file is shown beside them, marked †, and is never the winner)
         on_file = [] if screen_epochs == full else [
-            c for c in ranked[len(top):] if (where / f"{c}-e{full}-seed{seed}.json").is_file() or twin_record(
+            c for c in screen if c not in top and ((where / f"{c}-e{full}-seed{seed}.json").is_file() or twin_record(
                 where, seed, record_config(m, seed, protocol, root, [*base, *sets_of[c]], full, config), "val",
-                lowshot=False)]
+                lowshot=False))]
         for c in on_file:  # a copy of the record on file, in every stage (and shard): nothing trains
             run(c, sets_of[c], full)
         if screen_epochs != full and stage in ("confirm", "all"):
@@ -211,10 +212,11 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         else:
             paths = {c: where / f"{c}-e{full}-seed{seed}.json" for c in [*top, *on_file]}
             confirmed = {c: json.loads(f.read_text()) for c, f in paths.items() if f.is_file()}
-        winner = (max(confirmed, key=lambda c: _score(confirmed[c])) if top and all(c in confirmed for c in top)
+        eligible = [c for c in confirmed if not over_budget(confirmed[c], max_gflops)]
+        winner = (max(eligible, key=lambda c: _score(confirmed[c])) if top and all(c in confirmed for c in top)
                   else None)
         table = tune_table(m, protocol, p.val_size, axes, screen, screen_epochs, confirmed, full, winner, base,
-                           sets_of, len(top), max_gflops=max_gflops, pixels=pixels)
+                           sets_of, len(top), max_gflops=max_gflops, pixels=pixels, on_file=on_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(table)
         if winner is not None:
@@ -236,10 +238,11 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
                screen_epochs: int, confirmed: dict[str, dict[str, Any]], full: int, winner: str | None,
                base: list[str], sets_of: dict[str, tuple[str, ...]], n_confirm: int,
                pending: Sequence[str] = (), max_gflops: float | None = None,
-               pixels: dict[str, Any] | None = None) -> str:
+               pixels: dict[str, Any] | None = None, on_file: Sequence[str] = ()) -> str:
     """Markdown: the screen's cells by val linear top-1, the confirmation runs, the winner and its settings;
     `pending`: screen cells still running (the table is then a partial one and names no winner); cells over
-    `max_gflops` are marked †; `pixels`: raw pixels' scores on the same val split (`run_pixels`), a reference."""
+    `max_gflops` are marked †; `pixels`: raw pixels' scores on the same val split (`run_pixels`), a reference;
+    `on_file`: confirmed cells whose full-length record was already on file (copied, not re-run)."""
     def row(c: str, r: dict[str, Any]) -> str:
         mt = r["metrics"]
         c = f"{c} †" if over_budget(r, max_gflops) else c
@@ -270,10 +273,10 @@ def tune_table(method: str, protocol: str, val_size: int, axes: list[Axis], scre
                       "winner."]
         return "\n".join(lines) + "\n"
     if screen_epochs != full and confirmed:
-        extra = len(confirmed) - n_confirm
+        extra = len([c for c in on_file if c in confirmed])
         lines += ["", f"## Confirmation ({full} epochs, the best {n_confirm} screen cells"
-                      + (f", and {extra} already on file at {full} epochs from an earlier step, not re-run"
-                         if extra > 0 else "") + ")", "", *head]
+                      + (f", and {extra} whose {full}-epoch record was already on file, not re-run" if extra else "")
+                      + ")", "", *head]
         lines += [row(c, confirmed[c]) for c in sorted(confirmed, key=lambda c: _score(confirmed[c]), reverse=True)]
     elif screen_epochs != full:
         lines += ["", f"Confirmation ({full} epochs, the best {n_confirm} screen cells): not run yet."]
