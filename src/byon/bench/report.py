@@ -103,6 +103,9 @@ def _version(protocol: str) -> str | None:
     return tail if head and tail[:1] == "v" and tail[1:].isdigit() else None
 
 
+HOW_IT_RAN = ("data.val_size=", "train.num_threads=", "train.devices=")  # settings of a cell that are not its recipe
+
+
 def tuned_table(results: Path, protocol: str, features: dict[str, str] | None = None) -> list[str]:
     """The val-tuned settings of each method (`byon bench tune`'s <method>-winner.json) with their val scores.
 
@@ -118,7 +121,7 @@ def tuned_table(results: Path, protocol: str, features: dict[str, str] | None = 
              "| method | tuned settings | val linear | val kNN | feature (the other's linear / kNN) | "
              "screen / full epochs |", "|---|---|---|---|---|---|"]
     for w in winners:
-        sets = " ".join(f"`{s}`" for s in w["sets"] if not s.startswith(("data.val_size=", "train.num_threads=")))
+        sets = " ".join(f"`{s}`" for s in w["sets"] if not s.startswith(HOW_IT_RAN))
         v = dict(w["val"])
         feature = (features or {}).get(w["method"]) or v.get("default_feature", "—")
         if f"linear_{feature}" in v and f"knn_{feature}" in v:
