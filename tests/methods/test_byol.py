@@ -17,7 +17,7 @@ def make(seed: int = 0, **byol) -> BYOL:
 
 def test_registered_recipe_and_config_file():
     assert METHODS["byol"] is BYOL and BYOL.default_feature == "cls"
-    cfg = load_config(CONFIGS / "byol.yaml", TINY)
+    cfg = load_config(CONFIGS / "byol" / "paper.yaml", TINY)
     assert (cfg.optim.blr, cfg.optim.betas, cfg.optim.weight_decay) == (1.5e-4, (0.9, 0.999), 0.1)
     c = cfg.method_cfg
     assert (c.crop_scale, c.blur, c.solarize, c.jitter, c.grayscale) == ((0.2, 1.0), (1.0, 0.1), (0.0, 0.2), 0.8, 0.2)

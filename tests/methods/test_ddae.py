@@ -22,7 +22,7 @@ def images(B: int = 4) -> torch.Tensor:
 
 def test_registered_recipe_and_schedule():
     assert METHODS["ddae"] is DDAE
-    cfg = load_config("configs/ddae.yaml", {"model": {"preset": "vit-test"}})
+    cfg = load_config("configs/ddae/paper.yaml", {"model": {"preset": "vit-test"}})
     assert cfg.optim.blr == 2e-4 and cfg.optim.weight_decay == 0.0 and cfg.optim.grad_clip == 1.0
     m = make()
     ab = m.diffusion.alphas_cumprod
@@ -97,7 +97,7 @@ def test_ema_decay_warms_up_as_ema_pytorch():
     """DDAE's ema_pytorch.EMA(beta, update_after_step=0, update_every=1): update k decays by
     min(β, 1 − (1 + k)^(−2/3)), so the first update copies the online net; the engine passes step k + 1."""
     m = make().train()
-    assert m.cfg.ema_decay == 0.9999 and load_config("configs/ddae.yaml").method_cfg.ema_decay == 0.9999
+    assert m.cfg.ema_decay == 0.9999 and load_config("configs/ddae/paper.yaml").method_cfg.ema_decay == 0.9999
     total = 1872  # fmnist-cpu: 8 epochs of 234 steps
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
     out = m({"image": images(8)}, StepContext(generator=torch.Generator().manual_seed(0), total_steps=total))

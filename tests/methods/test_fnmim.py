@@ -36,7 +36,7 @@ def fixed(monkeypatch):
 
 def test_registered_with_defaults_and_recipe():
     assert METHODS["fnmim"] is FeatureNoiseMIM
-    cfg = load_config(CONFIGS / "fnmim.yaml", {"model": {"preset": "vit-test"}})
+    cfg = load_config(CONFIGS / "fnmim" / "paper.yaml", {"model": {"preset": "vit-test"}})
     m = cfg.method_cfg
     assert (m.mask_ratio, m.noise_ratio, m.inject, m.sigma, m.disruption_weight) == (0.6, 0.2, 2, (0.1, 1.0), 0.1)
     assert cfg.optim.betas == (0.9, 0.999) and cfg.optim.grad_clip == 5.0
@@ -150,7 +150,7 @@ def test_ablation_rows_load_and_train_one_step_at_depth_6():
 
 def test_config_round_trip_and_bad_values():
     for inject in ("pixel", 3):
-        cfg = load_config(CONFIGS / "fnmim.yaml", {"fnmim": {"inject": inject}})
+        cfg = load_config(CONFIGS / "fnmim" / "paper.yaml", {"fnmim": {"inject": inject}})
         again = build_config(cfg.to_dict())
         assert again.to_dict() == cfg.to_dict() and again.method_cfg.inject == inject
     assert load_config(None, {"method": "fnmim", "fnmim": {"inject": "2"}}).method_cfg.inject == 2

@@ -18,7 +18,7 @@ def make(seed: int = 0, **ijepa) -> IJEPA:
 
 def test_registered_recipe_and_config_file():
     assert METHODS["ijepa"] is IJEPA and IJEPA.default_feature == "mean"
-    cfg = load_config(CONFIGS / "ijepa.yaml", TINY)
+    cfg = load_config(CONFIGS / "ijepa" / "paper.yaml", TINY)
     o = cfg.optim
     assert (o.weight_decay, o.weight_decay_end, o.betas, o.blr) == (0.04, 0.4, (0.9, 0.999), 1.25e-4)
     assert cfg.method_cfg.truncate == "random"
@@ -115,7 +115,7 @@ def test_ema_is_the_encoder_only_with_linear_momentum_0996_to_1():
 def test_engine_applies_the_cosine_weight_decay_schedule():
     from byon.engine.module import PretrainModule
 
-    cfg = load_config(CONFIGS / "ijepa.yaml", TINY, {"train": {"epochs": 2}})
+    cfg = load_config(CONFIGS / "ijepa" / "paper.yaml", TINY, {"train": {"epochs": 2}})
     m = make()
     module = PretrainModule(cfg, m, INFO, loader=range(5))  # 5 steps per epoch → 10 steps in all
     module.base_lr = lambda: 1e-3  # no Trainer attached: nothing to read the world size from

@@ -30,7 +30,7 @@ def images(B: int = 4) -> torch.Tensor:
 
 def test_registered_with_dits_recipe_and_default_latent_dim():
     assert METHODS["ldae"] is LDAE
-    cfg = load_config("configs/ldae.yaml", {"model": {"preset": "vit-test"}})
+    cfg = load_config("configs/ldae/paper.yaml", {"model": {"preset": "vit-test"}})
     assert cfg.optim.blr == 1e-4 and cfg.optim.weight_decay == 0.0 and cfg.optim.betas == (0.9, 0.999)
     assert cfg.optim.warmup_epochs == 1.0  # the protocol's 1 warm-up epoch, not the paper's quarter of training
     assert make(fit=False).latent_dim == 4  # 4×4×1 patches

@@ -20,7 +20,7 @@ def make(seed: int = 0, **njepa) -> NJEPA:
 
 def test_registered_with_the_papers_best_weights_and_ijepas_recipe():
     assert METHODS["njepa"] is NJEPA and NJEPA.default_feature == "mean"
-    cfg = load_config(CONFIGS / "njepa.yaml", TINY)
+    cfg = load_config(CONFIGS / "njepa" / "paper.yaml", TINY)
     c = cfg.method_cfg
     assert (c.w_nt, c.w_nc, c.noise, c.predictors, c.mask_tokens) == (0.1, 0.1, "multi", "unshared", "unshared")
     assert (c.p_mean, c.p_std) == (-1.2, 1.2)
