@@ -14,6 +14,9 @@ set -euo pipefail
 BYON=${BYON:-byon}
 ONE=(train.devices=1 train.num_threads=1)  # bench tune
 TEST=(train.num_threads=1)                 # bench quality / sweep
+# the val-tuned recipes the knob steps start from: MAE's (configs/mae.yaml), BYON's reading (configs/byon/)
+MAE_SET=("${ONE[@]}" optim.blr=1.5e-3 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]")
+READING=(byon.encoder_tokens=visible byon.beta_scale=0.05 byon.lambda_con=0.1 byon.decoder_depth=1)
 step=${1:-all}
 
 if [[ $step == all || $step == mae-seed2 ]]; then
@@ -49,8 +52,7 @@ if [[ $step == all || $step == knobs ]]; then
   # MAE's and BYON's own knobs on val, for their kNN gap to raw pixels (configs/tune/v2/{mae-knobs,byon-mask}.yaml);
   # a winner that moves goes into configs/ by hand, and that method's test seeds are re-run. BYON's steps keep the
   # combination step's budget (1.6 x DiffMAE's training GFLOPs per image, the bound)
-  MAE_SET=(train.devices=1 train.num_threads=1 optim.blr=1.5e-3 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]")
-  BYON_SET=("${MAE_SET[@]}" byon.encoder_tokens=visible byon.beta_scale=0.05 byon.lambda_con=0.1 byon.decoder_depth=1)
+  BYON_SET=("${MAE_SET[@]}" "${READING[@]}")
   T=(bench tune --protocol fmnist-cpu --epochs 2 --confirm 2)
   for stage in screen confirm; do
     $BYON "${T[@]}" --methods mae --grid-file configs/tune/v2/mae-knobs.yaml --name mae-knobs --stage $stage \
@@ -64,9 +66,7 @@ fi
 if [[ $step == all || $step == optim ]]; then
   # MAE's weight decay and warm-up at full length (configs/tune/v2/mae-optim.yaml; its `base` cell is a copy, so
   # each shard trains one cell), then BYON's own base lr (configs/tune/v2/byon-lr.yaml: screen, confirm 2)
-  MAE_SET=(train.devices=1 train.num_threads=1 optim.blr=1.5e-3 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]")
-  BYON_SET=(train.devices=1 train.num_threads=1 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]"
-            byon.encoder_tokens=visible byon.beta_scale=0.05 byon.lambda_con=0.1 byon.decoder_depth=1)
+  BYON_SET=("${ONE[@]}" model.pos_embed=sincos "data.crop_scale=[0.6,1.0]" "${READING[@]}")  # blr is the axis
   for i in 0 1; do
     $BYON bench tune --protocol fmnist-cpu --methods mae --grid-file configs/tune/v2/mae-optim.yaml --name mae-optim \
       --confirm 1 --shard $i/2 --set "${MAE_SET[@]}" &

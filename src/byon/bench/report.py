@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from byon.bench.quality import read_as
 from byon.bench.speed import speed_table
 
 COLUMNS = [  # (metric key, header)
@@ -122,10 +123,8 @@ def tuned_table(results: Path, protocol: str, features: dict[str, str] | None = 
              "screen / full epochs |", "|---|---|---|---|---|---|"]
     for w in winners:
         sets = " ".join(f"`{s}`" for s in w["sets"] if not s.startswith(HOW_IT_RAN))
-        v = dict(w["val"])
-        feature = (features or {}).get(w["method"]) or v.get("default_feature", "—")
-        if f"linear_{feature}" in v and f"knn_{feature}" in v:
-            v["linear"], v["knn"] = v[f"linear_{feature}"], v[f"knn_{feature}"]
+        feature = (features or {}).get(w["method"]) or w["val"].get("default_feature", "—")
+        v = read_as(w["val"], feature)
         other = "; ".join(f"{f}: {v[f'linear_{f}']:.2f} / {v[f'knn_{f}']:.2f}" for f in ("cls", "mean")
                           if f != feature and f"linear_{f}" in v and f"knn_{f}" in v)
         lines.append(f"| {w['method']} | {sets} | {v['linear']:.2f} | {v['knn']:.2f} | {feature}"
@@ -152,8 +151,9 @@ def render(results: Path, out: Path) -> Path:
         lines += [title, "", "Top-1 (%) on the test split; `kNN`/`linear`/`n-shot` use each method's "
                   "default feature (`cls` or `mean`), the other columns name theirs. Mean ± std over seeds.", ""]
         if version is None:
-            features = {r.get("method", r["name"]): r["metrics"]["default_feature"] for r in records
-                        if r["metrics"].get("default_feature") and r["name"] == r.get("method", r["name"])}
+            # a method's own records are named after it (tagged variants, e.g. mae-e24, are never looked up)
+            features = {r["name"]: r["metrics"]["default_feature"] for r in records
+                        if r["metrics"].get("default_feature")}
             lines += tuned_table(results, protocol, features)
         lines += protocol_table(records)
         lines += ["", "Measured on: " + "; ".join(f"{h}, torch {t}, commit {c}" for h, t, c in envs), ""]

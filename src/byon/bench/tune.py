@@ -195,12 +195,17 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
         top = ranked[:confirm] if screen_epochs != full else ranked[:1 if confirm else 0]
         sets_of = dict(grid)
         confirmed: dict[str, dict[str, Any]] = {}
-        # cells already trained at full length (a twin record on file): confirmed by copying, no training
-        # (a cell over the budget with one on file is shown beside them, marked †, and is never the winner)
+
+        def full_record_on_file(c: str, sets: tuple[str, ...], m: str = m, where: Path = where) -> bool:
+            """Cell `c` has run at full length: its own record, or a twin of its settings under another name."""
+            cfg = record_config(m, seed, protocol, root, [*base, *sets], full, config)
+            return (where / f"{c}-e{full}-seed{seed}.json").is_file() or twin_record(
+                where, seed, cfg, "val", lowshot=False) is not None
+
+        # cells already trained at full length are confirmed by copying, no training (a cell over the budget with
+        # one on file is shown beside them, marked †, and is never the winner)
         on_file = [] if screen_epochs == full else [
-            c for c in screen if c not in top and ((where / f"{c}-e{full}-seed{seed}.json").is_file() or twin_record(
-                where, seed, record_config(m, seed, protocol, root, [*base, *sets_of[c]], full, config), "val",
-                lowshot=False))]
+            c for c in screen if c not in top and full_record_on_file(c, sets_of[c])]
         for c in on_file:  # a copy of the record on file, in every stage (and shard): nothing trains
             run(c, sets_of[c], full)
         if screen_epochs != full and stage in ("confirm", "all"):
