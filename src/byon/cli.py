@@ -570,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-root")
     v.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.num_threads=2 train.compile=true")
     v.add_argument("--config", help="one method's YAML config under the protocol (e.g. configs/byon/default.yaml): "
-                                    "recorded as <method>-<stem> beside the built-in recipe's record")
+                                    "recorded as <method>-<stem> beside the built-in recipe's record (<method>-tuned "
+                                    "for configs/<method>.yaml)")
     v.set_defaults(fn=cmd_speed)
     bd = bsub.add_parser("data", help="streaming decode + crop images/s per worker and in total, peak RSS, and the "
                                       "workers one GPU would need")

@@ -171,3 +171,11 @@ def test_a_config_file_is_timed_under_its_own_name(tmp_path):
     rec = json.loads(out.read_text())
     assert out.name == "mae-narrow.json" and rec["name"] == "mae-narrow" and rec["config_file"] == str(cfg)
     assert rec["config"]["mae"]["decoder_depth"] == 1 and not (tmp_path / "results" / "speed-cpu" / "mae.json").exists()
+
+
+def test_a_methods_own_config_is_timed_as_its_tuned_recipe(tmp_path):
+    cfg = tmp_path / "mae.yaml"  # configs/<method>.yaml: the method's val-tuned recipe
+    cfg.write_text("method: mae\nmae: {mask_ratio: 0.6}\n")
+    [out] = bench_speed(["mae"], "smoke", tmp_path / "runs", tmp_path / "results", steps=1, warmup=1, evaluate=False,
+                        accelerator="cpu", allow_busy=True, config=cfg)
+    assert out.name == "mae-tuned.json" and json.loads(out.read_text())["config"]["mae"]["mask_ratio"] == 0.6

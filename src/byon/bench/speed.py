@@ -314,7 +314,8 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
     """Train `method` for warmup + steps steps under `protocol`'s data/model/batch, time it, profile
     `profile_steps` more, then (with `evaluate`) time the evaluations on the run's encoder. Returns the record
     (see the module docstring). `config`: a YAML config of `method` applied under the protocol (e.g.
-    configs/byon/default.yaml, whose reading changes the cost); the record is then named `<method>-<stem>`."""
+    configs/byon/default.yaml, whose reading changes the cost); the record is then named `<method>-<stem>`, or
+    `<method>-tuned` for the method's own configs/<method>.yaml (its val-tuned recipe)."""
     p = PROTOCOLS[protocol]
     use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     device = torch.device("cuda") if use_cuda else torch.device("cpu")
@@ -322,7 +323,7 @@ def speed_method(method: str, protocol: str, runs: Path, steps: int, warmup: int
         root, max_steps=warmup + steps + profile_steps, progress=False, ckpt_every_epochs=0,
         accelerator="gpu" if use_cuda else "cpu", devices=1)
     cfg = load_config(config, overrides, sets=extra or [])
-    name = method if config is None else f"{method}-{config.stem}"
+    name = method if config is None else f"{method}-{'tuned' if config.stem == method else config.stem}"
     run = runs / name
     if run.exists():
         shutil.rmtree(run)  # a timing run starts fresh: a resumed one would time nothing
