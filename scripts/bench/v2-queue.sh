@@ -2,8 +2,8 @@
 # The remaining protocol-v2 CPU queue on this 2-core machine, in priority order (benchmarks/README.md). Every
 # command skips what is finished, so re-running this script resumes it; commit results/ after each step.
 #   scripts/bench/v2-queue.sh            # all steps
-#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | knobs | optim | baselines |
-#                                        #           baselines-test | epochs3x | byon-ablations
+#   scripts/bench/v2-queue.sh byon-test  # one step: mae-seed2 | byon | byon-test | knobs | optim | retest |
+#                                        #           baselines | baselines-test | epochs3x | byon-ablations
 # The order is the developers' guide's: protocol v2 for every method before BYON's ablations.
 # Steps that need a person in between (a winner's settings into configs/<method>.yaml, reviewed) are not here: the
 # `byon` step's winner went into configs/byon/default.yaml by hand before `byon-test` and `byon-ablations`, and
@@ -14,6 +14,9 @@ set -euo pipefail
 BYON=${BYON:-byon}
 ONE=(train.devices=1 train.num_threads=1)  # bench tune
 TEST=(train.num_threads=1)                 # bench quality / sweep
+# a test record whose recipe (configs/<method>.yaml, configs/byon/*) moved since it ran is re-run, the old one kept
+# under superseded/ (--rerun-changed); an unchanged one is reused as it is
+RERUN=(--rerun-changed)
 # the val-tuned recipes the knob steps start from: MAE's (configs/mae.yaml), BYON's reading (configs/byon/)
 MAE_SET=("${ONE[@]}" optim.blr=1.5e-3 model.pos_embed=sincos "data.crop_scale=[0.6,1.0]")
 READING=(byon.encoder_tokens=visible byon.beta_scale=0.05 byon.lambda_con=0.1 byon.decoder_depth=1)
@@ -81,6 +84,17 @@ if [[ $step == all || $step == optim ]]; then
   done
 fi
 
+if [[ $step == all || $step == retest ]]; then
+  # MAE's and BYON's test seeds again where a knob step moved their recipe (MAE's weight decay 0.15, from `optim`);
+  # seeds whose recipe did not move are reused
+  for m in mae byon; do
+    $BYON bench quality --protocol fmnist-cpu --methods $m --seeds 0,2 "${RERUN[@]}" --set "${TEST[@]}" &
+    $BYON bench quality --protocol fmnist-cpu --methods $m --seeds 1 "${RERUN[@]}" --set "${TEST[@]}" &
+    wait
+  done
+  $BYON bench report
+fi
+
 if [[ $step == all || $step == baselines ]]; then
   # the paper's Table 2 set first, then the rest; each: 4 cells x 2 epochs, the best 2 confirmed at 8
   for m in simmim diffmae maskdit fnmim ldae ddae ijepa njepa byol supervised; do
@@ -92,7 +106,7 @@ fi
 if [[ $step == all || $step == baselines-test ]]; then
   # each tuned baseline on test: seeds 0-2 for the paper's Table 2 set (two processes), seed 0 for the rest (two
   # methods at a time). A method whose configs/<method>.yaml does not carry its val winner yet is skipped.
-  Q=(bench quality --protocol fmnist-cpu --set "${TEST[@]}")
+  Q=(bench quality --protocol fmnist-cpu "${RERUN[@]}" --set "${TEST[@]}")
   rest=()
   for m in simmim diffmae maskdit fnmim ldae ddae ijepa njepa byol supervised; do
     grep -q "Tuned on the val split" "configs/$m.yaml" || { echo "skip $m: configs/$m.yaml is not tuned yet"; continue; }
@@ -114,8 +128,9 @@ fi
 
 if [[ $step == all || $step == epochs3x ]]; then
   # what the budget buys: MAE and BYON at 3x the protocol's epochs (24), seed 0, their tuned recipes, side by side
-  $BYON bench quality --protocol fmnist-cpu --methods mae --seeds 0 --tag e24 --set train.epochs=24 "${TEST[@]}" &
-  $BYON bench quality --protocol fmnist-cpu --methods byon --seeds 0 --tag e24 --set train.epochs=24 "${TEST[@]}" &
+  E24=(--seeds 0 --tag e24 "${RERUN[@]}" --set train.epochs=24 "${TEST[@]}")
+  $BYON bench quality --protocol fmnist-cpu --methods mae "${E24[@]}" &
+  $BYON bench quality --protocol fmnist-cpu --methods byon "${E24[@]}" &
   wait
   $BYON bench report
 fi
@@ -125,7 +140,7 @@ if [[ $step == all || $step == byon-ablations ]]; then
   # lambda 0.1 and Table 6's 60 % with IAN are the default; Table 6's 60 % without IAN is Table 1's demask +
   # denoise + contrastive + SUE) train once: the second copies the first's record (bench quality's twin_record).
   # Split so the two processes never train the same config at once; the last pass copies the twins.
-  S=(bench sweep --protocol fmnist-cpu --seeds 0,1,2 --set "${TEST[@]}")
+  S=(bench sweep --protocol fmnist-cpu --seeds 0,1,2 "${RERUN[@]}" --set "${TEST[@]}")
   $BYON "${S[@]}" --configs configs/byon/ablation/*.yaml &
   $BYON "${S[@]}" --configs configs/byon/lambda_ian/{l0,l05,l1}.yaml configs/byon/mask_ratio/r0{50,70}_*.yaml &
   wait

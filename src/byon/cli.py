@@ -176,7 +176,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
     recipes = None if a.recipes == "none" else Path(a.recipes)
     for path in bench_quality(a.protocol, methods, seeds, Path(a.runs), Path(a.results), a.data_root, a.set,
-                              a.tag, recipes):
+                              a.tag, recipes, a.rerun_changed):
         print(path)
     return 0
 
@@ -186,7 +186,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
     seeds = [int(s) for s in a.seeds.split(",")]
     table = bench_sweep(a.protocol, [Path(c) for c in a.configs], seeds, Path(a.runs), Path(a.results),
-                        a.data_root, a.set)
+                        a.data_root, a.set, a.rerun_changed)
     print(table)
     if a.table:
         Path(a.table).write_text(table + "\n")
@@ -205,7 +205,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for path in bench_tune(a.protocol, methods, axes, Path(a.runs), Path(a.results), a.data_root, a.set, a.epochs,
                            a.confirm, a.seed, a.stage, (int(i), int(n)), Path(a.config) if a.config else None,
-                           a.name, a.max_gflops):
+                           a.name, a.max_gflops, a.rerun_changed):
         print(path)
     return 0
 
@@ -515,6 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--results", default="benchmarks/results")
     runs.add_argument("--data-root")
     runs.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="applied to every run")
+    runs.add_argument("--rerun-changed", action="store_true",
+                      help="a record (or run) trained otherwise than its recipe now trains it (e.g. a val-tuned "
+                           "configs/<method>.yaml moved): move it to superseded/ beside it and train it again "
+                           "(default: an error naming the settings that differ)")
     q = bsub.add_parser("quality", parents=[runs], help="pretrain + frozen evaluations, one JSON per run")
     q.add_argument("--methods", required=True, help="comma-separated; also 'random-init' and 'pixels'")
     q.add_argument("--seeds", help="comma-separated (default: the protocol's)")

@@ -175,14 +175,14 @@ def test_report_renders_tables_from_the_jsons(tmp_path):
                  "linear_mean": 81.5, "knn_mean": 80.25}}))
     text = render(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
     v2, v1 = text.index("## p: protocol v2"), text.index("## p-v1: protocol v1, untuned")
-    assert v2 < text.index("| mae | `optim.blr=1e-3` | 90.00 | 89.00 | — | 2 / 8 |") < v1
-    assert "| byon | `optim.blr=2e-3` | 80.00 | 79.00 | cls (mean: 81.50 / 80.25) | 2 / 8 |" in text
+    assert v2 < text.index("| mae | `optim.blr=1e-3` | 90.00 | 89.00 | — | 2 / 8 | `mae.md` |") < v1
+    assert "| byon | `optim.blr=2e-3` | 80.00 | 79.00 | cls (mean: 81.50 / 80.25) | 2 / 8 | `byon.md` |" in text
     # the test records read the mean feature (the default moved after the winner was recorded): val shows it too
     (results / "byon-seed0.json").write_text(json.dumps(
         {"name": "byon", "method": "byon", "seed": 0, "wall_time_s": 60.0, "images_per_s": 100.0,
          "flops_per_image": 2e8, "metrics": {"knn": 1.0, "linear": 2.0, "default_feature": "mean"}}))
     text = render(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
-    assert "| byon | `optim.blr=2e-3` | 81.50 | 80.25 | mean (cls: 80.00 / 79.00) | 2 / 8 |" in text
+    assert "| byon | `optim.blr=2e-3` | 81.50 | 80.25 | mean (cls: 80.00 / 79.00) | 2 / 8 | `byon.md` |" in text
 
 
 def test_train_time_of_a_resumed_run_comes_from_the_rates_logged_over_the_whole_run(tmp_path):
@@ -300,3 +300,67 @@ def test_a_copy_reads_the_feature_the_method_reads_out_now(tmp_path):
     rec["metrics"]["finetune"] = 80.0
     (tmp_path / "byon-seed0.json").write_text(json.dumps(rec))
     assert twin_record(tmp_path, 0, cfg) is None
+
+
+def test_a_record_whose_recipe_moved_is_an_error_or_rerun_and_kept_aside(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "_frozen_metrics", lambda *a, **k: {"knn": 1.0})
+    runs, results, recipes = tmp_path / "runs", tmp_path / "results", tmp_path / "configs"
+    recipes.mkdir()
+    (recipes / "mae.yaml").write_text("method: mae\nmae: {mask_ratio: 0.75}\n")
+    go = dict(extra=["train.max_steps=2"], recipes=recipes)
+    [out] = bench_quality("smoke", ["mae"], [0], runs, results, **go)
+    assert json.loads(out.read_text())["recipe"] == str(recipes / "mae.yaml")
+    assert bench_quality("smoke", ["mae"], [0], runs, results, **go) == [out]  # the same recipe: reused as it is
+    (recipes / "mae.yaml").write_text("method: mae\nmae: {mask_ratio: 0.5}\n")  # the val-tuned recipe moves
+    with pytest.raises(ByonError, match=r"mae\.mask_ratio: 0\.75 -> 0\.5\).*--rerun-changed"):
+        bench_quality("smoke", ["mae"], [0], runs, results, **go)
+    [new] = bench_quality("smoke", ["mae"], [0], runs, results, rerun_changed=True, **go)
+    assert new == out and json.loads(new.read_text())["config"]["mae"]["mask_ratio"] == 0.5
+    [old] = (results / "smoke" / "superseded").glob(f"*/{out.name}")  # kept, with its run, out of every table
+    assert json.loads(old.read_text())["config"]["mae"]["mask_ratio"] == 0.75
+    assert [p.name for p in (runs / "smoke" / "superseded").glob("*/*")] == [out.stem]
+    # a run without its record (stopped before the evaluation) is moved aside the same way
+    new.unlink()
+    (recipes / "mae.yaml").write_text("method: mae\nmae: {mask_ratio: 0.6}\n")
+    with pytest.raises(ByonError, match="trained with another config"):
+        bench_quality("smoke", ["mae"], [0], runs, results, **go)
+    [again] = bench_quality("smoke", ["mae"], [0], runs, results, rerun_changed=True, **go)
+    assert json.loads(again.read_text())["config"]["mae"]["mask_ratio"] == 0.6
+    assert len(list((runs / "smoke" / "superseded").glob("*/*"))) == 2  # both earlier runs kept
+
+
+def test_a_row_whose_recipe_moved_is_marked_in_the_reports(tmp_path):
+    from byon.bench.quality import _resolved, record_config, stale_note
+    from byon.bench.report import protocol_table
+
+    recipe = tmp_path / "mae.yaml"
+    recipe.write_text("method: mae\nmae: {mask_ratio: 0.75}\n")
+    cfg = record_config("mae", 0, "smoke", config=recipe)
+    rec = {"name": "mae", "method": "mae", "protocol": "smoke", "seed": 0, "overrides": [], "recipe": str(recipe),
+           "config": nested(json.loads(json.dumps(_resolved(cfg)))), "metrics": {"knn": 80.0},
+           "wall_time_s": 60.0, "images_per_s": 100.0, "flops_per_image": 2e8}
+    assert stale_note([rec]) == "" and "‡" not in "\n".join(protocol_table([rec]))
+    recipe.write_text("method: mae\nmae: {mask_ratio: 0.6}\n")  # the recipe moved after the record was made
+    assert stale_note([rec]) == f"`{recipe}` now differs in mae.mask_ratio: 0.75 -> 0.6"
+    text = "\n".join(protocol_table([rec]))
+    assert "| mae ‡ | 0 |" in text and "mae.mask_ratio: 0.75 -> 0.6" in text and "--rerun-changed" in text
+    assert stale_note([rec | {"recipe": None}]) == ""  # a built-in recipe's record names no file
+
+
+def test_the_tuned_table_shows_the_search_step_whose_choice_the_recipe_holds(tmp_path):
+    from byon.bench.report import recipe_winners
+
+    tune, recipes = tmp_path / "tune", tmp_path / "configs"
+    tune.mkdir()
+    recipes.mkdir()
+    step = {"method": "mae", "protocol": "smoke", "screen_epochs": 2, "epochs": 3, "val": {"linear": 1.0, "knn": 1.0}}
+    base = ["data.val_size=10", "optim.blr=1e-3"]
+    (tune / "mae-winner.json").write_text(json.dumps(step | {"sets": base}))  # the lr grid
+    (tune / "mae-knobs-winner.json").write_text(json.dumps(step | {"sets": [*base, "mae.mask_ratio=0.6"]}))
+    (tune / "mae-optim-winner.json").write_text(json.dumps(step | {"sets": [*base, "optim.weight_decay=0.15"]}))
+    (recipes / "mae.yaml").write_text("method: mae\noptim: {blr: 1.0e-3}\n")
+    assert [stem for stem, _ in recipe_winners(tune, recipes)] == ["mae"]  # the knob steps kept the lr grid's choice
+    (recipes / "mae.yaml").write_text("method: mae\noptim: {blr: 1.0e-3, weight_decay: 0.15}\n")
+    assert [stem for stem, _ in recipe_winners(tune, recipes)] == ["mae-optim"]  # the optimiser step moved it
+    (recipes / "mae.yaml").write_text("method: mae\noptim: {blr: 5.0e-4}\n")  # hand-set: the method's own grid
+    assert [stem for stem, _ in recipe_winners(tune, recipes)] == ["mae"]

@@ -216,20 +216,21 @@ def _frozen_metrics(run: Path, p: Protocol, seed: int, root: str | None, split: 
 
 def run_method(method: str | None, seed: int, protocol: str, runs: Path, results: Path, root: str | None = None,
                extra: list[str] | None = None, epochs: int | None = None, tag: str | None = None,
-               config: Path | None = None, sweep: bool = False) -> Path:
+               config: Path | None = None, sweep: bool = False, rerun_changed: bool = False) -> Path:
     """Pretrain (unless the run finished already) + evaluate on test; write results/<protocol>/<name>-seed<s>.json.
 
     name: `tag` or the method, plus a hash of the result-changing `extra` overrides (`run_name`). A run directory
     that exists already must hold a run of the same config (`NON_RESULT_KEYS` aside), else a ByonError.
     The record's commit / hardware / torch are the training run's (its summary.json); the evaluation's are under
     "eval_env". `config`: a YAML file (e.g. an ablation row) applied under the protocol's settings; `sweep`: the
-    record is a row of a `bench sweep` table (marked "sweep": RESULTS.md leaves it to its own table)."""
+    record is a row of a `bench sweep` table (marked "sweep": RESULTS.md leaves it to its own table);
+    `rerun_changed`: see `pretrain_and_evaluate`."""
     if tag is None and method is None:
         raise ByonError("bench: give a method or a tag to name the run")
     name = run_name(tag or method, extra)
     return pretrain_and_evaluate(method, seed, protocol, runs / protocol / f"{name}-seed{seed}",
                                  results / protocol / f"{name}-seed{seed}.json", name, root, extra, epochs, config,
-                                 sweep=sweep)
+                                 sweep=sweep, rerun_changed=rerun_changed)
 
 
 def record_config(method: str | None, seed: int, protocol: str, root: str | None = None,
@@ -245,15 +246,30 @@ def record_config(method: str | None, seed: int, protocol: str, root: str | None
 def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Path, out_json: Path, name: str,
                           root: str | None = None, extra: list[str] | None = None, epochs: int | None = None,
                           config: Path | None = None, split: str = "test", lowshot: bool = True,
-                          sweep: bool = False) -> Path:
+                          sweep: bool = False, rerun_changed: bool = False) -> Path:
     """One protocol record: pretrain `method` (or `config`'s) into `run` under the protocol's data, encoder,
     epochs (or `epochs`), batch and `seed`, then `extra` (`--set` strings); evaluate kNN, linear and (with
     `lowshot`) low-shot on `split`; write the record to `out_json`. Finished parts are reused: an existing
-    `out_json` is returned as it is, a finished run is only evaluated, an interrupted one resumed."""
+    `out_json` of the same experiment is returned as it is, a finished run is only evaluated, an interrupted one
+    resumed. A record or run trained otherwise than `config` and `extra` would train it now (a recipe that moved
+    since) is an error, or with `rerun_changed` moved to superseded/ beside it (`supersede`) and trained again."""
     p = PROTOCOLS[protocol]
-    if out_json.is_file():
-        return out_json
     cfg = record_config(method, seed, protocol, root, extra, epochs, config)
+    if out_json.is_file():
+        rec = json.loads(out_json.read_text())
+        changes = config_changes(rec, cfg) if isinstance(rec.get("config"), dict) else []
+        if not changes:
+            return out_json
+        if not rerun_changed:
+            raise ByonError(f"{out_json} was trained with other settings than it would be now "
+                            f"({'; '.join(changes[:4])}{'; ...' if len(changes) > 4 else ''}): pass --rerun-changed to "
+                            f"move it and its run to superseded/ and train it again")
+        supersede(out_json, run)
+    elif rerun_changed and (run / "config.yaml").is_file():
+        try:
+            _run_config(run, cfg)
+        except ByonError:
+            supersede(None, run)
     method = cfg.method
     run_cfg = _run_config(run, cfg)
     done = run / "summary.json"
@@ -261,6 +277,7 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
     twin = None if done.is_file() else twin_record(out_json.parent, seed, cfg, split, lowshot)
     if twin is not None:  # the same experiment under another name (e.g. Table 1's full row = the default)
         record = json.loads(twin.read_text()) | {"name": name, "overrides": list(extra or []),
+                                                "recipe": None if config is None else str(config),
                                                 "same_run_as": twin.name, "command": shlex.join(sys.argv)}
         record["metrics"] = read_as(record["metrics"], METHODS[method].feature_of(cfg.method_cfg))
         write_json(out_json, record | mark)
@@ -270,7 +287,8 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
         run_cfg = _run_config(run, cfg)
     summary = json.loads((run / "summary.json").read_text())
     record = {"name": name, "method": method, "protocol": protocol, "seed": seed, "overrides": list(extra or []),
-              "config": run_cfg, "run_dir": str(run), **_train_time(run, summary),
+              "recipe": None if config is None else str(config), "config": run_cfg, "run_dir": str(run),
+              **_train_time(run, summary),
               "flops_per_image": summary["flops_per_image"], "steps": summary["steps"],
               # the training's environment; a summary from before `dirty` was recorded leaves it None (unknown)
               **{k: summary.get(k) for k in ("commit", "dirty", "hardware", "torch", "resolved")},
@@ -297,14 +315,72 @@ def read_as(metrics: dict[str, Any], feature: str) -> dict[str, Any]:
     return out
 
 
+def config_changes(rec: dict[str, Any], cfg: Any) -> list[str]:
+    """How record `rec` was trained otherwise than `cfg` would train it: 'key: theirs -> cfg's' for each
+    result-changing setting (`NON_RESULT_KEYS` aside), sorted; [] when it is the same experiment. A key the record
+    lacks (a setting added since) counts at its default: new settings default to the behaviour before them."""
+    want = json.loads(json.dumps(_resolved(cfg)))  # tuples as the records' JSON lists
+    have = json.loads(json.dumps(_flat(load_config(None, {"method": cfg.method}).to_dict()))) | _flat(rec["config"])
+    return [f"{k}: {have.get(k)} -> {want.get(k)}" for k in sorted(have.keys() | want.keys())
+            if k not in NON_RESULT_KEYS and have.get(k) != want.get(k)]
+
+
+def recipe_changes(rec: dict[str, Any]) -> list[str]:
+    """How a protocol record was trained otherwise than its recipe file (`rec['recipe']`) trains it now
+    (`config_changes`): a record left from before a val-tuned recipe moved. [] when it names no recipe file."""
+    recipe = rec.get("recipe")
+    if not recipe or not Path(recipe).is_file() or not isinstance(rec.get("config"), dict):
+        return []
+    cfg = record_config(rec.get("method"), rec["seed"], rec["protocol"], extra=rec.get("overrides"),
+                        config=Path(recipe))
+    return config_changes(rec, cfg)
+
+
+def carries(winner: dict[str, Any], recipes: Path) -> bool:
+    """Whether the method's recipe file under `recipes` (`recipe_file`) trains what a `bench tune` winner ran (its
+    `sets`), the val hold-out and `NON_RESULT_KEYS` aside: the step of a coordinate search whose choice the recipe
+    holds now."""
+    recipe = recipe_file(recipes, winner["method"])
+    if recipe is None or winner.get("protocol") not in PROTOCOLS:
+        return False
+    sets = [s for s in winner["sets"] if not s.startswith("data.val_size=")]
+    args = (winner["method"], 0, winner["protocol"])
+    ran = _resolved(record_config(*args, extra=sets, epochs=winner.get("epochs")))
+    now = _resolved(record_config(*args, epochs=winner.get("epochs"), config=recipe))
+    return all(ran.get(k) == now.get(k) for k in ran.keys() | now.keys() if k not in NON_RESULT_KEYS)
+
+
+def stale_note(records: list[dict[str, Any]]) -> str:
+    """'' when every record is what its recipe file trains now, else which file and settings moved (`recipe_changes`):
+    a row left from before a val-tuned recipe changed is marked, never shown as the recipe's result."""
+    for r in records:
+        if changes := recipe_changes(r):
+            return f"`{r['recipe']}` now differs in " + ", ".join(changes)
+    return ""
+
+
+def supersede(out_json: Path | None, run: Path) -> None:
+    """Move a record trained with an earlier recipe (`out_json`, when there is one) and its run directory to
+    superseded/<time>/ beside each: kept, checkpoints and all, where no report or twin lookup reads them."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for src in (out_json, run):
+        if src is not None and src.exists():
+            dst, n = src.parent / "superseded" / stamp / src.name, 1
+            while dst.exists():  # moved aside before within the same second
+                dst, n = src.parent / "superseded" / f"{stamp}-{n}" / src.name, n + 1
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            src.rename(dst)
+            moved.append(str(dst))
+    print(f"trained with an earlier recipe, moved: {', '.join(moved)}")
+
+
 def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot: bool = True) -> Path | None:
     """A record in `folder` of the same experiment: seed `seed`, trained with `cfg` up to `NON_RESULT_KEYS` and
     scored the same way (split, with or without low-shot and fine-tuning). Rows of different tables that are one
     config (Table 1's full row, Table 4's λ 0.1 and Table 6's 60 % with IAN are BYON's default) are then trained
     and evaluated once. Records that are themselves copies (`same_run_as`) are not matched. A key an older record
-    lacks (a setting added since) counts at its default: new settings default to the behaviour before them."""
-    want = json.loads(json.dumps(_resolved(cfg)))  # tuples as the records' JSON lists
-    defaults = json.loads(json.dumps(_flat(load_config(None, {"method": cfg.method}).to_dict())))
+    lacks counts at its default (`config_changes`)."""
     feature = METHODS[cfg.method].feature_of(cfg.method_cfg)
     for f in sorted(folder.glob(f"*-seed{seed}.json")):
         try:
@@ -318,8 +394,7 @@ def twin_record(folder: Path, seed: int, cfg: Any, split: str = "test", lowshot:
             continue
         if "finetune" in m and m.get("default_feature", feature) != feature:
             continue  # fine-tuned through another feature: a copy could not score what a fresh run would
-        have = defaults | _flat(rec["config"])
-        if all(have.get(k) == want.get(k) for k in have.keys() | want.keys() if k not in NON_RESULT_KEYS):
+        if not config_changes(rec, cfg):
             return f
     return None
 
@@ -365,10 +440,11 @@ def recipe_file(recipes: Path | None, method: str) -> Path | None:
 
 def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, runs: Path, results: Path,
                   root: str | None = None, extra: list[str] | None = None, tag: str | None = None,
-                  recipes: Path | None = None) -> list[Path]:
+                  recipes: Path | None = None, rerun_changed: bool = False) -> list[Path]:
     """`tag`: runs and results named <method>-<tag>-seed<s> instead of <method>-seed<s> (a variant of the
     protocol that should not meet the plain runs). `recipes`: a folder of method configs applied under the
-    protocol (`recipe_file`; protocol v2 uses configs/, the val-tuned recipes); None: the built-in recipes."""
+    protocol (`recipe_file`; protocol v2 uses configs/, the val-tuned recipes); None: the built-in recipes.
+    `rerun_changed`: re-run a record whose recipe moved since (`pretrain_and_evaluate`)."""
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     seeds = list(PROTOCOLS[protocol].seeds) if seeds is None else seeds
@@ -382,16 +458,16 @@ def bench_quality(protocol: str, methods: list[str], seeds: list[int] | None, ru
         elif m in METHODS:
             name = None if tag is None else f"{m}-{tag}"
             done += [run_method(m, s, protocol, runs, results, root, extra, tag=name,
-                                config=recipe_file(recipes, m)) for s in seeds]
+                                config=recipe_file(recipes, m), rerun_changed=rerun_changed) for s in seeds]
         else:
             raise unknown("method", m, list(METHODS) + list(REFERENCES))
     return done
 
 
 def bench_sweep(protocol: str, configs: list[Path], seeds: list[int], runs: Path, results: Path,
-                root: str | None = None, extra: list[str] | None = None) -> str:
+                root: str | None = None, extra: list[str] | None = None, rerun_changed: bool = False) -> str:
     """Run every config file (one table row each, named by its folder and stem, plus `run_name`'s hash of the
-    result-changing `extra` overrides) and return a Markdown table."""
+    result-changing `extra` overrides) and return a Markdown table. `rerun_changed`: as in `bench_quality`."""
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     rows = []
@@ -400,7 +476,7 @@ def bench_sweep(protocol: str, configs: list[Path], seeds: list[int], runs: Path
             raise ByonError(f"sweep: config '{c}' not found")
         tag = f"{Path(c).parent.name}-{Path(c).stem}"
         recs = [json.loads(run_method(None, s, protocol, runs, results, root, extra, tag=tag, config=Path(c),
-                                      sweep=True).read_text()) for s in seeds]
+                                      sweep=True, rerun_changed=rerun_changed).read_text()) for s in seeds]
         rows.append((recs[0]["name"] if recs else tag, recs))
     return sweep_table(rows)
 
@@ -422,5 +498,5 @@ def sweep_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NON_RESULT_KEYS", "PROTOCOLS", "bench_quality", "bench_sweep", "run_name", "sweep_table",
-           "twin_record"]
+__all__ = ["NON_RESULT_KEYS", "PROTOCOLS", "bench_quality", "bench_sweep", "carries", "config_changes",
+           "recipe_changes", "run_name", "stale_note", "supersede", "sweep_table", "twin_record"]

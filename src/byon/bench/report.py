@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from byon.bench.quality import read_as
+from byon.bench.quality import carries, read_as, stale_note
 from byon.bench.speed import speed_table
 
 COLUMNS = [  # (metric key, header)
@@ -51,8 +51,12 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
             runs[r["name"]].append(r)
     head = "| run | seeds | " + " | ".join(h for _, h in COLUMNS) + " | wall min | images/s | GFLOPs/img |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 5)]
+    stale = []
     for name in sorted(runs, key=lambda n: (n in REFERENCE_ROWS, n)):
         rs = sorted(runs[name], key=lambda r: r["seed"])
+        if changes := stale_note(rs):
+            stale.append(f"{name}: {changes}")
+            name += " ‡"
         cells = [_ms([r["metrics"].get(k) for r in rs]) for k, _ in COLUMNS]
         # no images/s: nothing was trained (the random-init row), so there is no training time to show
         wall = _ms([r["wall_time_s"] / 60 if r.get("wall_time_s") is not None and r.get("images_per_s") else None
@@ -63,6 +67,9 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
         gfl = _ms([r["flops_per_image"] / 1e9 if r.get("flops_per_image") else None for r in rs], 3)
         seeds = ",".join(str(r["seed"]) for r in rs)
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {wall} | {ips} | {gfl} |")
+    if stale:
+        lines += ["", "‡ trained with an earlier recipe than its recipe file holds now — " + "; ".join(stale)
+                  + ". `byon bench quality … --rerun-changed` re-runs it (the old record is kept under superseded/)."]
     if pixels:
         m = pixels["metrics"]
         lines += ["", "Raw-pixel reference rows (no model): "
@@ -107,28 +114,46 @@ def _version(protocol: str) -> str | None:
 HOW_IT_RAN = ("data.val_size=", "train.num_threads=", "train.devices=")  # settings of a cell that are not its recipe
 
 
-def tuned_table(results: Path, protocol: str, features: dict[str, str] | None = None) -> list[str]:
-    """The val-tuned settings of each method (`byon bench tune`'s <method>-winner.json) with their val scores.
+def recipe_winners(tune: Path, recipes: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(table stem, winner) per method, from `byon bench tune`'s <stem>-winner.json files: the step whose winner the
+    method's recipe under `recipes` carries now (`carries`; <method>-winner.json first, then the coordinate-search
+    steps <method>-<step>-winner.json), else <method>-winner.json."""
+    steps: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for f in sorted(tune.glob("*-winner.json")):
+        w = json.loads(f.read_text())
+        steps[w["method"]].append((f.name.removesuffix("-winner.json"), w))
+    out = []
+    for method, ws in sorted(steps.items()):
+        ws.sort(key=lambda sw: sw[0] != method)  # the method's own grid first (a stable sort keeps the rest's order)
+        held = [(stem, w) for stem, w in ws if carries(w, recipes)]
+        own = [(stem, w) for stem, w in ws if stem == method]
+        if held or own:
+            out.append((held or own)[0])
+    return out
+
+
+def tuned_table(results: Path, protocol: str, features: dict[str, str] | None = None,
+                recipes: Path = Path("configs")) -> list[str]:
+    """The val-tuned settings of each method (`recipe_winners`) with their val scores and the table they come from.
 
     `features` maps a method to the feature its test records read out; its val scores are shown for that feature
     (a winner recorded before the method's default feature changed scored the old one)."""
-    # <method>-winner.json: the method's final choice (a coordinate-search step's <method>-<step>-winner.json is not)
-    winners = [w for f in sorted((results / "tune" / protocol).glob("*-winner.json"))
-               if (w := json.loads(f.read_text()))["method"] == f.name.removesuffix("-winner.json")]
+    winners = recipe_winners(results / "tune" / protocol, recipes)
     if not winners:
         return []
-    lines = ["Tuned hyper-parameters (`byon bench tune`: chosen by val linear top-1, val kNN breaking ties; the "
-             "grids and every cell's scores are in `results/tune/" + protocol + "/<method>.md`):", "",
+    lines = ["Tuned hyper-parameters (`byon bench tune`: chosen by val linear top-1, val kNN breaking ties; each "
+             "row's grid and every cell's scores are in `results/tune/" + protocol + "/<val table>`; a method "
+             "searched one coordinate at a time shows the step whose choice its `configs/<method>.yaml` holds):", "",
              "| method | tuned settings | val linear | val kNN | feature (the other's linear / kNN) | "
-             "screen / full epochs |", "|---|---|---|---|---|---|"]
-    for w in winners:
+             "screen / full epochs | val table |", "|---|---|---|---|---|---|---|"]
+    for stem, w in winners:
         sets = " ".join(f"`{s}`" for s in w["sets"] if not s.startswith(HOW_IT_RAN))
         feature = (features or {}).get(w["method"]) or w["val"].get("default_feature", "—")
         v = read_as(w["val"], feature)
         other = "; ".join(f"{f}: {v[f'linear_{f}']:.2f} / {v[f'knn_{f}']:.2f}" for f in ("cls", "mean")
                           if f != feature and f"linear_{f}" in v and f"knn_{f}" in v)
         lines.append(f"| {w['method']} | {sets} | {v['linear']:.2f} | {v['knn']:.2f} | {feature}"
-                     f"{f' ({other})' if other else ''} | {w['screen_epochs']} / {w['epochs']} |")
+                     f"{f' ({other})' if other else ''} | {w['screen_epochs']} / {w['epochs']} | `{stem}.md` |")
     pixels = results / "tune" / protocol / "pixels-val.json"
     if pixels.is_file():
         px = json.loads(pixels.read_text())["metrics"]

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from byon.bench.quality import stale_note
+
 # (sweep tag, row label, the paper's ImageNet-1K fine-tune top-1)
 TABLE1 = [
     ("ablation-contrastive", "contrastive", 80.27),
@@ -151,9 +153,13 @@ def table2_section(rows: dict[str, list[dict[str, Any]]], protocol: str) -> list
     def col(recs: list[dict[str, Any]], key: str) -> list[float]:
         return [r["metrics"][key] for r in recs if r["metrics"].get(key) is not None]
 
+    stale = []
     for name, label, paper, paper_std in TABLE2:
         recs = rows.get(name, [])
         seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"])) or "—"
+        if changes := stale_note(recs):
+            stale.append(f"{label}: {changes}")
+            label += " ‡"
         lines.append(f"| {label} | {paper:.2f} ± {paper_std:.2f} | "
                      + " | ".join(_fmt(col(recs, k)) for k in TABLE2_METRICS) + f" | {seeds} |")
     lines += ["", "| paper's ordering | paper Δ | " + " | ".join(f"{v}: our Δ, verdict" for v in
@@ -170,6 +176,9 @@ def table2_section(rows: dict[str, list[dict[str, Any]]], protocol: str) -> list
             else:
                 cells.append("not run yet")
         lines.append(f"| BYON > {label} | {TABLE2[-1][2] - paper:+.2f} | " + " | ".join(cells) + " |")
+    if stale:
+        lines += ["", "‡ trained with an earlier recipe than its recipe file holds now (its verdicts too) — "
+                  + "; ".join(stale) + "."]
     return [*lines, ""]
 
 

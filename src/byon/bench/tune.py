@@ -121,7 +121,7 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
                root: str | None = None, extra: list[str] | None = None, epochs: int | None = None,
                confirm: int = 2, seed: int = 0, stage: str = "all", shard: tuple[int, int] = (0, 1),
                config: Path | None = None, name: str | None = None,
-               max_gflops: float | None = None) -> list[Path]:
+               max_gflops: float | None = None, rerun_changed: bool = False) -> list[Path]:
     """Run the grid for every method; returns the tables written (results/tune/<protocol>/<method>.md).
 
     epochs: the screen's length (default the protocol's: then the screen is the confirmation); confirm: how many of
@@ -133,7 +133,8 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
     (a grid that is one step of a coordinate search keeps its own table; cells of the same settings are shared
     between grids). `max_gflops`: a compute budget, training GFLOPs per image: cells above it are screened and shown
     but neither confirmed nor named the winner (the choice is the best reading the budget allows, the others are its
-    reference)."""
+    reference). A cell's record trained with other settings than it would be now (the same cell name in another
+    step with other `extra`) is an error; `rerun_changed` moves it to superseded/ and trains it again."""
     if protocol not in PROTOCOLS:
         raise unknown("protocol", protocol, PROTOCOLS)
     if stage not in STAGES:
@@ -166,7 +167,8 @@ def bench_tune(protocol: str, methods: list[str], axes: list[Axis], runs: Path, 
                 run_root: Path = run_root) -> Path:
             name = f"{cell}-e{ep}-seed{seed}"
             return pretrain_and_evaluate(m, seed, protocol, run_root / name, where / f"{name}.json", f"{m}:{cell}",
-                                         root, [*base, *sets], ep, config, split="val", lowshot=False)
+                                         root, [*base, *sets], ep, config, split="val", lowshot=False,
+                                         rerun_changed=rerun_changed)
 
         if stage in ("screen", "all"):
             for k, (cell, sets) in enumerate(grid):
