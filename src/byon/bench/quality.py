@@ -121,6 +121,12 @@ def run_name(base: str, extra: list[str] | None) -> str:
     return f"{base}-{hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
 
 
+def _differing(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """The keys, sorted, in which two flattened configs differ, `NON_RESULT_KEYS` aside: whether two runs are the
+    same experiment."""
+    return sorted(k for k in have.keys() | want.keys() if k not in NON_RESULT_KEYS and have.get(k) != want.get(k))
+
+
 def _run_config(run: Path, cfg: Any) -> dict[str, Any]:
     """The config the run directory was trained with (its config.yaml), after checking that it is `cfg` up to
     `NON_RESULT_KEYS`; `cfg`'s own when the directory has none yet."""
@@ -132,8 +138,7 @@ def _run_config(run: Path, cfg: Any) -> dict[str, Any]:
         own = load_config(path)
     except ByonError as e:
         raise ByonError(f"run dir {run} has a config.yaml this version cannot read ({e}); {fix}") from None
-    new, old = _resolved(cfg), _resolved(own)
-    diff = sorted(k for k in new.keys() | old.keys() if k not in NON_RESULT_KEYS and new.get(k) != old.get(k))
+    diff = _differing(_resolved(own), _resolved(cfg))
     if diff:
         raise ByonError(f"run dir {run} was trained with another config (differs in {', '.join(diff)}); {fix}")
     return own.to_dict()
@@ -265,13 +270,14 @@ def pretrain_and_evaluate(method: str | None, seed: int, protocol: str, run: Pat
                             f"({'; '.join(changes[:4])}{'; ...' if len(changes) > 4 else ''}): pass --rerun-changed to "
                             f"move it and its run to superseded/ and train it again")
         supersede(out_json, run)
-    elif rerun_changed and (run / "config.yaml").is_file():
-        try:
-            _run_config(run, cfg)
-        except ByonError:
-            supersede(None, run)
     method = cfg.method
-    run_cfg = _run_config(run, cfg)
+    try:
+        run_cfg = _run_config(run, cfg)
+    except ByonError:  # a run directory of another config (or one this version cannot read), left without a record
+        if not rerun_changed:
+            raise
+        supersede(None, run)
+        run_cfg = _run_config(run, cfg)
     done = run / "summary.json"
     mark = {"sweep": True} if sweep else {}
     twin = None if done.is_file() else twin_record(out_json.parent, seed, cfg, split, lowshot)
@@ -321,8 +327,7 @@ def config_changes(rec: dict[str, Any], cfg: Any) -> list[str]:
     lacks (a setting added since) counts at its default: new settings default to the behaviour before them."""
     want = json.loads(json.dumps(_resolved(cfg)))  # tuples as the records' JSON lists
     have = json.loads(json.dumps(_flat(load_config(None, {"method": cfg.method}).to_dict()))) | _flat(rec["config"])
-    return [f"{k}: {have.get(k)} -> {want.get(k)}" for k in sorted(have.keys() | want.keys())
-            if k not in NON_RESULT_KEYS and have.get(k) != want.get(k)]
+    return [f"{k}: {have.get(k)} -> {want.get(k)}" for k in _differing(have, want)]
 
 
 def recipe_changes(rec: dict[str, Any]) -> list[str]:
@@ -347,7 +352,7 @@ def carries(winner: dict[str, Any], recipes: Path) -> bool:
     args = (winner["method"], 0, winner["protocol"])
     ran = _resolved(record_config(*args, extra=sets, epochs=winner.get("epochs")))
     now = _resolved(record_config(*args, epochs=winner.get("epochs"), config=recipe))
-    return all(ran.get(k) == now.get(k) for k in ran.keys() | now.keys() if k not in NON_RESULT_KEYS)
+    return not _differing(ran, now)
 
 
 def stale_note(records: list[dict[str, Any]]) -> str:
