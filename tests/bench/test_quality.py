@@ -345,6 +345,11 @@ def test_a_row_whose_recipe_moved_is_marked_in_the_reports(tmp_path):
     text = "\n".join(protocol_table([rec]))
     assert "| mae ‡ | 0 |" in text and "mae.mask_ratio: 0.75 -> 0.6" in text and "--rerun-changed" in text
     assert stale_note([rec | {"recipe": None}]) == ""  # a built-in recipe's record names no file
+    # a re-run under way: seed 1 trained with the recipe as it is now, seed 0 not yet; the note names seed 0
+    fresh = rec | {"seed": 1, "config": nested(json.loads(json.dumps(_resolved(record_config("mae", 1, "smoke",
+                                                                                                config=recipe)))))}
+    assert stale_note([fresh]) == ""
+    assert stale_note([rec, fresh]) == f"`{recipe}` now differs in mae.mask_ratio: 0.75 -> 0.6 (seed 0 of this row)"
 
 
 def test_the_tuned_table_shows_the_search_step_whose_choice_the_recipe_holds(tmp_path):

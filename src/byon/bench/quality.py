@@ -357,11 +357,17 @@ def carries(winner: dict[str, Any], recipes: Path) -> bool:
 
 def stale_note(records: list[dict[str, Any]]) -> str:
     """'' when every record is what its recipe file trains now, else which file and settings moved (`recipe_changes`):
-    a row left from before a val-tuned recipe changed is marked, never shown as the recipe's result."""
-    for r in records:
-        if changes := recipe_changes(r):
-            return f"`{r['recipe']}` now differs in " + ", ".join(changes)
-    return ""
+    a row left from before a val-tuned recipe changed is marked, never shown as the recipe's result. When only some
+    of the row's seeds are stale (a re-run under way), it names them."""
+    moved = [(r, changes) for r in records if (changes := recipe_changes(r))]
+    if not moved:
+        return ""
+    r, changes = moved[0]
+    note = f"`{r['recipe']}` now differs in " + ", ".join(changes)
+    if len(moved) < len(records):
+        seeds = ", ".join(str(m.get("seed", "?")) for m, _ in moved)
+        note += f" ({'seeds' if len(moved) > 1 else 'seed'} {seeds} of this row)"
+    return note
 
 
 def supersede(out_json: Path | None, run: Path) -> None:
