@@ -330,7 +330,7 @@ def test_a_record_whose_recipe_moved_is_an_error_or_rerun_and_kept_aside(tmp_pat
 
 
 def test_a_row_whose_recipe_moved_is_marked_in_the_reports(tmp_path):
-    from byon.bench.quality import _resolved, record_config, stale_note
+    from byon.bench.quality import _resolved, current_records, record_config, stale_note
     from byon.bench.report import protocol_table
 
     recipe = tmp_path / "mae.yaml"
@@ -348,8 +348,11 @@ def test_a_row_whose_recipe_moved_is_marked_in_the_reports(tmp_path):
     # a re-run under way: seed 1 trained with the recipe as it is now, seed 0 not yet; the note names seed 0
     fresh = rec | {"seed": 1, "config": nested(json.loads(json.dumps(_resolved(record_config("mae", 1, "smoke",
                                                                                                 config=recipe)))))}
-    assert stale_note([fresh]) == ""
-    assert stale_note([rec, fresh]) == f"`{recipe}` now differs in mae.mask_ratio: 0.75 -> 0.6 (seed 0 of this row)"
+    assert stale_note([fresh]) == "" and current_records([rec]) == ([rec], "")  # all stale: kept, and marked ‡
+    assert current_records([rec, fresh]) == ([fresh], "seed 0 (mae.mask_ratio: 0.75 -> 0.6)")  # never mixed
+    text = "\n".join(protocol_table([rec, fresh]))
+    assert "| mae § | 1 |" in text and "‡" not in text
+    assert "§ seeds left out" in text and "mae: seed 0 (mae.mask_ratio" in text
 
 
 def test_the_tuned_table_shows_the_search_step_whose_choice_the_recipe_holds(tmp_path):

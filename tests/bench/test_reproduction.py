@@ -79,3 +79,29 @@ def test_table2_sets_byon_against_each_baseline_on_every_metric(tmp_path):
     assert "| BYON > SimMIM | +1.02 | not run yet |" in text
     # the ablation tables' verdict metric is chosen over their own rows, not Table 2's
     assert "Tables 1, 4 and 6 on **linear**" in text
+
+
+def test_ablation_rows_from_an_earlier_recipe_are_marked_and_never_averaged_with_current_ones(tmp_path):
+    from byon.bench.quality import _resolved, record_config
+
+    recipe = tmp_path / "full.yaml"
+    recipe.write_text("method: mae\nmae: {mask_ratio: 0.75}\n")
+    folder = tmp_path / "results" / "smoke"
+    folder.mkdir(parents=True)
+
+    def record(tag: str, seed: int, lin: float) -> None:
+        cfg = _resolved(record_config("mae", seed, "smoke", config=recipe))
+        rec = {"name": tag, "method": "mae", "protocol": "smoke", "seed": seed, "overrides": [],
+               "recipe": str(recipe), "config": json.loads(json.dumps(cfg)), "metrics": {"linear": lin}}
+        (folder / f"{tag}-seed{seed}.json").write_text(json.dumps(rec))
+
+    for seed in range(3):
+        record("ablation-full", seed, 80.0)
+        record("ablation-demask", seed, 79.0)
+    recipe.write_text("method: mae\nmae: {mask_ratio: 0.6}\n")  # the default moved; seed 0 of the full row re-run
+    record("ablation-full", 0, 90.0)
+    text = render_reproduction(tmp_path / "results", "smoke", tmp_path / "out.md").read_text()
+    assert "| full (all five) § | 83.56 | 90.00 | — | — | — | 0 |" in text  # seeds 1, 2 left out, not averaged in
+    assert "full (all five): seeds 1, 2 (mae.mask_ratio: 0.75 -> 0.6)" in text
+    assert "| demask ‡ | 82.89 | 79.00 ± 0.00 |" in text
+    assert "demask: `" in text and "now differs in mae.mask_ratio: 0.75 -> 0.6" in text

@@ -357,17 +357,27 @@ def carries(winner: dict[str, Any], recipes: Path) -> bool:
 
 def stale_note(records: list[dict[str, Any]]) -> str:
     """'' when every record is what its recipe file trains now, else which file and settings moved (`recipe_changes`):
-    a row left from before a val-tuned recipe changed is marked, never shown as the recipe's result. When only some
-    of the row's seeds are stale (a re-run under way), it names them."""
+    a row left from before a val-tuned recipe changed is marked, never shown as the recipe's result."""
+    for r in records:
+        if changes := recipe_changes(r):
+            return f"`{r['recipe']}` now differs in " + ", ".join(changes)
+    return ""
+
+
+def current_records(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """A row's records to show, and which seeds were left out ('' if none). While a re-run is under way some seeds
+    are trained with the recipe their file holds now and some with an earlier one: the earlier ones are left out,
+    so a row never averages two recipes. When none is current, all are kept and `stale_note` marks the row."""
     moved = [(r, changes) for r in records if (changes := recipe_changes(r))]
-    if not moved:
-        return ""
-    r, changes = moved[0]
-    note = f"`{r['recipe']}` now differs in " + ", ".join(changes)
-    if len(moved) < len(records):
-        seeds = ", ".join(str(m.get("seed", "?")) for m, _ in moved)
-        note += f" ({'seeds' if len(moved) > 1 else 'seed'} {seeds} of this row)"
-    return note
+    if not moved or len(moved) == len(records):
+        return records, ""
+    seeds = ", ".join(str(r.get("seed", "?")) for r, _ in moved)
+    left = [r for r in records if all(r is not m for m, _ in moved)]
+    return left, f"{'seeds' if len(moved) > 1 else 'seed'} {seeds} ({', '.join(moved[0][1])})"
+
+
+LEFT_OUT = ("§ seeds left out of the row until their re-run finishes: trained with an earlier recipe than its recipe "
+            "file holds now (`byon bench quality|sweep … --rerun-changed` re-runs them) — ")
 
 
 def supersede(out_json: Path | None, run: Path) -> None:
@@ -509,5 +519,5 @@ def sweep_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NON_RESULT_KEYS", "PROTOCOLS", "bench_quality", "bench_sweep", "carries", "config_changes",
-           "recipe_changes", "run_name", "stale_note", "supersede", "sweep_table", "twin_record"]
+__all__ = ["LEFT_OUT", "NON_RESULT_KEYS", "PROTOCOLS", "bench_quality", "bench_sweep", "carries", "config_changes",
+           "current_records", "recipe_changes", "run_name", "stale_note", "supersede", "sweep_table", "twin_record"]

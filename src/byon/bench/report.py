@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from byon.bench.quality import carries, read_as, stale_note
+from byon.bench.quality import LEFT_OUT, carries, current_records, read_as, stale_note
 from byon.bench.speed import speed_table
 
 COLUMNS = [  # (metric key, header)
@@ -51,9 +51,12 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
             runs[r["name"]].append(r)
     head = "| run | seeds | " + " | ".join(h for _, h in COLUMNS) + " | wall min | images/s | GFLOPs/img |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 5)]
-    stale = []
+    stale, dropped = [], []
     for name in sorted(runs, key=lambda n: (n in REFERENCE_ROWS, n)):
-        rs = sorted(runs[name], key=lambda r: r["seed"])
+        rs, left_out = current_records(sorted(runs[name], key=lambda r: r["seed"]))
+        if left_out:
+            dropped.append(f"{name}: {left_out}")
+            name += " §"
         if changes := stale_note(rs):
             stale.append(f"{name}: {changes}")
             name += " ‡"
@@ -70,6 +73,8 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
     if stale:
         lines += ["", "‡ trained with an earlier recipe than its recipe file holds now — " + "; ".join(stale)
                   + ". `byon bench quality … --rerun-changed` re-runs it (the old record is kept under superseded/)."]
+    if dropped:
+        lines += ["", LEFT_OUT + "; ".join(dropped) + "."]
     if pixels:
         m = pixels["metrics"]
         lines += ["", "Raw-pixel reference rows (no model): "
