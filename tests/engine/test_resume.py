@@ -158,6 +158,8 @@ def test_a_signal_saves_at_the_next_step_exits_nonzero_and_resume_matches_the_st
 
     monkeypatch.setattr(PretrainModule, "training_step", signalled_in_step_5)
     capsys.readouterr()
+    # what the process had before: Python's default_int_handler, or SIG_IGN when launched in the background
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     assert pretrain(method, run) == 128 + getattr(signal, sig)
     monkeypatch.undo()
     assert user_error() == (f"interrupted by {sig} after step 6 of 12; saved checkpoints/last.ckpt and a summary "
@@ -165,7 +167,7 @@ def test_a_signal_saves_at_the_next_step_exits_nonzero_and_resume_matches_the_st
     assert final_state(run)["global_step"] == 6  # the step that was running finished, then it saved
     summary = json.loads((run / "summary.json").read_text())
     assert summary["interrupted"] == sig and summary["steps"] == 6
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # the handlers are restored
     assert pretrain(method, run, "--resume", "auto") == 0
     assert losses(run) == losses(straight[method])
     assert_same_state(final_state(run), final_state(straight[method]))
