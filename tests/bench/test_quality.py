@@ -330,7 +330,7 @@ def test_a_record_whose_recipe_moved_is_an_error_or_rerun_and_kept_aside(tmp_pat
 
 
 def test_a_row_whose_recipe_moved_is_marked_in_the_reports(tmp_path):
-    from byon.bench.quality import _resolved, current_records, record_config, stale_note
+    from byon.bench.quality import _resolved, record_config, row_mark
     from byon.bench.report import protocol_table
 
     recipe = tmp_path / "mae.yaml"
@@ -339,17 +339,17 @@ def test_a_row_whose_recipe_moved_is_marked_in_the_reports(tmp_path):
     rec = {"name": "mae", "method": "mae", "protocol": "smoke", "seed": 0, "overrides": [], "recipe": str(recipe),
            "config": nested(json.loads(json.dumps(_resolved(cfg)))), "metrics": {"knn": 80.0},
            "wall_time_s": 60.0, "images_per_s": 100.0, "flops_per_image": 2e8}
-    assert stale_note([rec]) == "" and "‡" not in "\n".join(protocol_table([rec]))
+    assert row_mark([rec]) == ([rec], "", "") and "‡" not in "\n".join(protocol_table([rec]))
     recipe.write_text("method: mae\nmae: {mask_ratio: 0.6}\n")  # the recipe moved after the record was made
-    assert stale_note([rec]) == f"`{recipe}` now differs in mae.mask_ratio: 0.75 -> 0.6"
+    assert row_mark([rec]) == ([rec], "‡", f"`{recipe}` now differs in mae.mask_ratio: 0.75 -> 0.6")
     text = "\n".join(protocol_table([rec]))
     assert "| mae ‡ | 0 |" in text and "mae.mask_ratio: 0.75 -> 0.6" in text and "--rerun-changed" in text
-    assert stale_note([rec | {"recipe": None}]) == ""  # a built-in recipe's record names no file
+    assert row_mark([rec | {"recipe": None}])[1:] == ("", "")  # a built-in recipe's record names no file
     # a re-run under way: seed 1 trained with the recipe as it is now, seed 0 not yet; the note names seed 0
     fresh = rec | {"seed": 1, "config": nested(json.loads(json.dumps(_resolved(record_config("mae", 1, "smoke",
                                                                                                 config=recipe)))))}
-    assert stale_note([fresh]) == "" and current_records([rec]) == ([rec], "")  # all stale: kept, and marked ‡
-    assert current_records([rec, fresh]) == ([fresh], "seed 0 (mae.mask_ratio: 0.75 -> 0.6)")  # never mixed
+    assert row_mark([fresh]) == ([fresh], "", "")  # all stale (above): all kept, and marked ‡
+    assert row_mark([rec, fresh]) == ([fresh], "§", "seed 0 (mae.mask_ratio: 0.75 -> 0.6)")  # never mixed
     text = "\n".join(protocol_table([rec, fresh]))
     assert "| mae § | 1 |" in text and "‡" not in text
     assert "§ seeds left out" in text and "mae: seed 0 (mae.mask_ratio" in text

@@ -355,25 +355,20 @@ def carries(winner: dict[str, Any], recipes: Path) -> bool:
     return not _differing(ran, now)
 
 
-def stale_note(records: list[dict[str, Any]]) -> str:
-    """'' when every record is what its recipe file trains now, else which file and settings moved (`recipe_changes`):
-    a row left from before a val-tuned recipe changed is marked, never shown as the recipe's result."""
-    for r in records:
-        if changes := recipe_changes(r):
-            return f"`{r['recipe']}` now differs in " + ", ".join(changes)
-    return ""
-
-
-def current_records(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """A row's records to show, and which seeds were left out ('' if none). While a re-run is under way some seeds
-    are trained with the recipe their file holds now and some with an earlier one: the earlier ones are left out,
-    so a row never averages two recipes. When none is current, all are kept and `stale_note` marks the row."""
+def row_mark(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str, str]:
+    """A report row's records to show, its mark and the mark's note, from each record's `recipe_changes` (once):
+    ('', '') when every record is what its recipe file trains now; '‡' and which file and settings moved when none
+    is (a row left from before a val-tuned recipe changed is shown marked, never as the recipe's result); '§' and
+    which seeds were left out when only some are (a re-run under way), so a row never averages two recipes."""
     moved = [(r, changes) for r in records if (changes := recipe_changes(r))]
-    if not moved or len(moved) == len(records):
-        return records, ""
+    if not moved:
+        return records, "", ""
+    if len(moved) == len(records):
+        r, changes = moved[0]
+        return records, "‡", f"`{r['recipe']}` now differs in " + ", ".join(changes)
     seeds = ", ".join(str(r.get("seed", "?")) for r, _ in moved)
     left = [r for r in records if all(r is not m for m, _ in moved)]
-    return left, f"{'seeds' if len(moved) > 1 else 'seed'} {seeds} ({', '.join(moved[0][1])})"
+    return left, "§", f"{'seeds' if len(moved) > 1 else 'seed'} {seeds} ({', '.join(moved[0][1])})"
 
 
 LEFT_OUT = ("§ seeds left out of the row until their re-run finishes: trained with an earlier recipe than its recipe "
@@ -520,4 +515,4 @@ def sweep_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> str:
 
 
 __all__ = ["LEFT_OUT", "NON_RESULT_KEYS", "PROTOCOLS", "bench_quality", "bench_sweep", "carries", "config_changes",
-           "current_records", "recipe_changes", "run_name", "stale_note", "supersede", "sweep_table", "twin_record"]
+           "recipe_changes", "row_mark", "run_name", "supersede", "sweep_table", "twin_record"]

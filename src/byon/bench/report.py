@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from byon.bench.quality import LEFT_OUT, carries, current_records, read_as, stale_note
+from byon.bench.quality import LEFT_OUT, carries, read_as, row_mark
 from byon.bench.speed import speed_table
 
 COLUMNS = [  # (metric key, header)
@@ -51,15 +51,12 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
             runs[r["name"]].append(r)
     head = "| run | seeds | " + " | ".join(h for _, h in COLUMNS) + " | wall min | images/s | GFLOPs/img |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 5)]
-    stale, dropped = [], []
+    notes: dict[str, list[str]] = {"‡": [], "§": []}
     for name in sorted(runs, key=lambda n: (n in REFERENCE_ROWS, n)):
-        rs, left_out = current_records(sorted(runs[name], key=lambda r: r["seed"]))
-        if left_out:
-            dropped.append(f"{name}: {left_out}")
-            name += " §"
-        if changes := stale_note(rs):
-            stale.append(f"{name}: {changes}")
-            name += " ‡"
+        rs, mark, note = row_mark(sorted(runs[name], key=lambda r: r["seed"]))
+        if mark:
+            notes[mark].append(f"{name}: {note}")
+            name += f" {mark}"
         cells = [_ms([r["metrics"].get(k) for r in rs]) for k, _ in COLUMNS]
         # no images/s: nothing was trained (the random-init row), so there is no training time to show
         wall = _ms([r["wall_time_s"] / 60 if r.get("wall_time_s") is not None and r.get("images_per_s") else None
@@ -70,11 +67,11 @@ def protocol_table(records: list[dict[str, Any]]) -> list[str]:
         gfl = _ms([r["flops_per_image"] / 1e9 if r.get("flops_per_image") else None for r in rs], 3)
         seeds = ",".join(str(r["seed"]) for r in rs)
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {wall} | {ips} | {gfl} |")
-    if stale:
-        lines += ["", "‡ trained with an earlier recipe than its recipe file holds now — " + "; ".join(stale)
+    if notes["‡"]:
+        lines += ["", "‡ trained with an earlier recipe than its recipe file holds now — " + "; ".join(notes["‡"])
                   + ". `byon bench quality … --rerun-changed` re-runs it (the old record is kept under superseded/)."]
-    if dropped:
-        lines += ["", LEFT_OUT + "; ".join(dropped) + "."]
+    if notes["§"]:
+        lines += ["", LEFT_OUT + "; ".join(notes["§"]) + "."]
     if pixels:
         m = pixels["metrics"]
         lines += ["", "Raw-pixel reference rows (no model): "

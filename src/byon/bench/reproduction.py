@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from byon.bench.quality import LEFT_OUT, current_records, stale_note
+from byon.bench.quality import LEFT_OUT, row_mark
 
 # (sweep tag, row label, the paper's ImageNet-1K fine-tune top-1)
 TABLE1 = [
@@ -95,11 +95,10 @@ def _fmt(xs: list[float]) -> str:
 def render_reproduction(results: Path, protocol: str, out: Path) -> Path:
     """Write `out` from results/<protocol>/ (the sweeps) and the val screens results/tune/<protocol>/byon*.md
     (byon-reading.md: the reading, one factor at a time; byon.md and byon-*.md: the steps after it)."""
-    rows, left_out = {}, {}
+    rows, marks = {}, {}
     for tag, recs in load_rows(results / protocol).items():
-        rows[tag], note = current_records(sorted(recs, key=lambda r: r["seed"]))
-        if note:
-            left_out[tag] = note
+        shown, mark, note = row_mark(sorted(recs, key=lambda r: r["seed"]))
+        rows[tag], marks[tag] = shown, (mark, note)
     ablations = [recs for tag, recs in rows.items() if tag in ABLATION_TAGS]
     metric = next((m for m in METRICS if ablations and all(r["metrics"].get(m) is not None
                                                               for recs in ablations for r in recs)), "linear")
@@ -113,19 +112,19 @@ def render_reproduction(results: Path, protocol: str, out: Path) -> Path:
              "numbers are ViT-B/16 ImageNet-1K fine-tuning. A paper ordering is *confirmed* when our difference has "
              "its sign and exceeds 2 standard deviations (the seeds' pooled std), *reversed* when it has the other "
              "sign beyond that, else *not confirmed*.", ""]
-    lines += table2_section(rows, protocol, left_out)
+    lines += table2_section(rows, protocol, marks)
     for title, table in TABLES.items():
-        stale, dropped = [], []
+        notes: dict[str, list[str]] = {"‡": [], "§": []}
         lines += [f"## {title}", "", "| row | paper | ours: linear | ours: kNN | ours: 10-shot | ours: fine-tune | "
                   "seeds |", "|---|---|---|---|---|---|---|"]
         for tag, label, paper in table:
             recs = rows.get(tag, [])
-            label = _mark(label, tag, recs, left_out, stale, dropped)
+            label = _mark(label, marks.get(tag), notes)
             cols = [_fmt([r["metrics"][k] for r in recs if r["metrics"].get(k) is not None])
                     for k in ("linear", "knn", "lowshot10", "finetune")]
             seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"])) or "—"
             lines.append(f"| {label} | {paper:.2f} | " + " | ".join(cols) + f" | {seeds} |")
-        lines += _footnotes(stale, dropped)
+        lines += _footnotes(notes)
         labels = {tag: label for tag, label, _ in table}
         paper = {tag: p for tag, _, p in table}
         lines += ["", "| paper's ordering | paper Δ | our Δ | verdict |", "|---|---|---|---|"]
@@ -149,33 +148,29 @@ def render_reproduction(results: Path, protocol: str, out: Path) -> Path:
     return out
 
 
-def _mark(label: str, tag: str, recs: list[dict[str, Any]], left_out: dict[str, str], stale: list[str],
-          dropped: list[str]) -> str:
-    """`label` with ‡ when its records were all trained with an earlier recipe (`stale_note`), § when some seeds were
-    left out for that (`current_records`); the notes go to `stale` / `dropped`."""
-    if tag in left_out:  # the records left are all current
-        dropped.append(f"{label}: {left_out[tag]}")
-        return label + " §"
-    if changes := stale_note(recs):
-        stale.append(f"{label}: {changes}")
-        return label + " ‡"
-    return label
+def _mark(label: str, mark: tuple[str, str] | None, notes: dict[str, list[str]]) -> str:
+    """`label` with its row's mark (`row_mark`: ‡ every record predates its recipe, § some seeds left out for
+    that), the mark's note added to `notes`."""
+    if not mark or not mark[0]:
+        return label
+    notes[mark[0]].append(f"{label}: {mark[1]}")
+    return f"{label} {mark[0]}"
 
 
-def _footnotes(stale: list[str], dropped: list[str]) -> list[str]:
+def _footnotes(notes: dict[str, list[str]]) -> list[str]:
     lines = []
-    if stale:
+    if notes["‡"]:
         lines += ["", "‡ trained with an earlier recipe than its recipe file holds now (its verdicts too) — "
-                  + "; ".join(stale) + "."]
-    if dropped:
-        lines += ["", LEFT_OUT + "; ".join(dropped) + "."]
+                  + "; ".join(notes["‡"]) + "."]
+    if notes["§"]:
+        lines += ["", LEFT_OUT + "; ".join(notes["§"]) + "."]
     return lines
 
 
 def table2_section(rows: dict[str, list[dict[str, Any]]], protocol: str,
-                   left_out: dict[str, str] | None = None) -> list[str]:
-    """Paper Table 2 (BYON against SimMIM, MAE, DiffMAE, MaskDiT) from the methods' protocol records: every metric,
-    and each "BYON > baseline" judged on each metric. `left_out`: row → the seeds `current_records` left out."""
+                   marks: dict[str, tuple[str, str]]) -> list[str]:
+    """Paper Table 2 (BYON against SimMIM, MAE, DiffMAE, MaskDiT) from the methods' protocol records (as `row_mark`
+    left them): every metric, and each "BYON > baseline" judged on each metric. `marks`: row → its mark and note."""
     lines = ["## Table 2: BYON against the baselines", "",
              f"Each method at its val-tuned recipe (`configs/<method>.yaml`, RESULTS.md), `byon bench quality "
              f"--protocol {protocol}`; the paper's column is ImageNet-1K fine-tuning over five seeds.", "",
@@ -184,12 +179,11 @@ def table2_section(rows: dict[str, list[dict[str, Any]]], protocol: str,
     def col(recs: list[dict[str, Any]], key: str) -> list[float]:
         return [r["metrics"][key] for r in recs if r["metrics"].get(key) is not None]
 
-    stale: list[str] = []
-    dropped: list[str] = []
+    notes: dict[str, list[str]] = {"‡": [], "§": []}
     for name, label, paper, paper_std in TABLE2:
         recs = rows.get(name, [])
         seeds = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"])) or "—"
-        label = _mark(label, name, recs, left_out or {}, stale, dropped)
+        label = _mark(label, marks.get(name), notes)
         lines.append(f"| {label} | {paper:.2f} ± {paper_std:.2f} | "
                      + " | ".join(_fmt(col(recs, k)) for k in TABLE2_METRICS) + f" | {seeds} |")
     lines += ["", "| paper's ordering | paper Δ | " + " | ".join(f"{v}: our Δ, verdict" for v in
@@ -206,7 +200,7 @@ def table2_section(rows: dict[str, list[dict[str, Any]]], protocol: str,
             else:
                 cells.append("not run yet")
         lines.append(f"| BYON > {label} | {TABLE2[-1][2] - paper:+.2f} | " + " | ".join(cells) + " |")
-    return [*lines, *_footnotes(stale, dropped), ""]
+    return [*lines, *_footnotes(notes), ""]
 
 
 def cost_section(path: Path) -> list[str]:
